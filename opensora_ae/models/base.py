@@ -1,0 +1,64 @@
+"""The interface every autoencoder of the toolkit implements.
+
+Training, inference and evaluation only see models through this interface, so a new family needs nothing
+outside its own file.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .layers.posterior import DiagonalGaussianDistribution
+
+
+class VideoAutoencoder(nn.Module):
+    """Base class of the video autoencoders.
+
+    Subclasses set ``latent_channels`` and ``compression = (t, h, w)`` and implement ``encode``/``decode``.
+    Layouts: pixels ``B 3 T H W`` in ``[-1, 1]``; latents ``B C t h w`` already scaled/shifted the way a
+    diffusion model consumes them.
+    """
+
+    latent_channels: int
+    compression: tuple[int, int, int]
+    # True when frames are encoded causally so that 4k+1 frames give k+1 latents (the first frame alone).
+    causal: bool = False
+
+    def encode(self, x: torch.Tensor, sample_posterior: bool = False) -> torch.Tensor:
+        """Pixels ``B 3 T H W`` in [-1, 1] -> latent ``B C t h w`` (scale/shift applied)."""
+        return self.encode_with_posterior(x, sample_posterior)[0]
+
+    def encode_with_posterior(
+        self, x: torch.Tensor, sample_posterior: bool = False
+    ) -> tuple[torch.Tensor, DiagonalGaussianDistribution | None]:
+        """Like ``encode`` but also return the posterior (None for plain autoencoders)."""
+        raise TypeError(f"{type(self).__name__} must implement encode_with_posterior")
+
+    def decode(self, z: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+        """Latent ``B C t h w`` -> pixels ``B 3 T H W``; crops to ``num_frames`` when given."""
+        raise TypeError(f"{type(self).__name__} must implement decode")
+
+    def forward(
+        self, x: torch.Tensor, sample_posterior: bool = True
+    ) -> tuple[torch.Tensor, DiagonalGaussianDistribution | None, torch.Tensor]:
+        """Reconstruct ``x``; returns ``(x_rec, posterior or None, z)``."""
+        z, posterior = self.encode_with_posterior(x, sample_posterior)
+        x_rec = self.decode(z, num_frames=x.shape[2])
+        return x_rec, posterior, z
+
+    def get_latent_size(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
+        """Latent ``(t, h, w)`` for an input of ``num_frames x height x width``."""
+        ct, ch, cw = self.compression
+        latent_t = (num_frames - 1) // ct + 1 if self.causal else max(num_frames // ct, 1)
+        return latent_t, height // ch, width // cw
+
+    def get_last_layer(self) -> torch.Tensor:
+        """The decoder's output conv weight (for the adaptive GAN weight)."""
+        raise TypeError(f"{type(self).__name__} must implement get_last_layer")
+
+    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Turn activation checkpointing of the encoder/decoder blocks on or off."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "gradient_checkpointing"):
+                module.gradient_checkpointing = enabled
