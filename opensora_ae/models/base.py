@@ -6,13 +6,15 @@ outside its own file.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 from torch import nn
 
 from .layers.posterior import DiagonalGaussianDistribution
 
 
-class VideoAutoencoder(nn.Module):
+class VideoAutoencoder(nn.Module, ABC):
     """Base class of the video autoencoders.
 
     Subclasses set ``latent_channels`` and ``compression = (t, h, w)`` and implement ``encode``/``decode``.
@@ -29,15 +31,15 @@ class VideoAutoencoder(nn.Module):
         """Pixels ``B 3 T H W`` in [-1, 1] -> latent ``B C t h w`` (scale/shift applied)."""
         return self.encode_with_posterior(x, sample_posterior)[0]
 
+    @abstractmethod
     def encode_with_posterior(
         self, x: torch.Tensor, sample_posterior: bool = False
     ) -> tuple[torch.Tensor, DiagonalGaussianDistribution | None]:
         """Like ``encode`` but also return the posterior (None for plain autoencoders)."""
-        raise TypeError(f"{type(self).__name__} must implement encode_with_posterior")
 
+    @abstractmethod
     def decode(self, z: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
         """Latent ``B C t h w`` -> pixels ``B 3 T H W``; crops to ``num_frames`` when given."""
-        raise TypeError(f"{type(self).__name__} must implement decode")
 
     def forward(
         self, x: torch.Tensor, sample_posterior: bool = True
@@ -49,13 +51,13 @@ class VideoAutoencoder(nn.Module):
 
     def get_latent_size(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
         """Latent ``(t, h, w)`` for an input of ``num_frames x height x width``."""
+        # Causal models map 4k+1 frames to k+1 latents, DC-AE maps 4k frames to k: both are (T - 1) // ct + 1.
         ct, ch, cw = self.compression
-        latent_t = (num_frames - 1) // ct + 1 if self.causal else max(num_frames // ct, 1)
-        return latent_t, height // ch, width // cw
+        return (num_frames - 1) // ct + 1, height // ch, width // cw
 
+    @abstractmethod
     def get_last_layer(self) -> torch.Tensor:
         """The decoder's output conv weight (for the adaptive GAN weight)."""
-        raise TypeError(f"{type(self).__name__} must implement get_last_layer")
 
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Turn activation checkpointing of the encoder/decoder blocks on or off."""
