@@ -1,0 +1,83 @@
+"""Frame-level transforms: temporal sampling and ``resize_crop``.
+
+Input clips are ``T H W C`` uint8 (as read by :mod:`opensora_ae.data.video_io`); model inputs are float
+``C T H W`` in ``[-1, 1]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def frame_interval(fps: float, sample_rate: int = 1, fps_max: float | None = None) -> int:
+    """Frames to step between two sampled frames.
+
+    ``fps_max`` (when set and the source is faster) takes precedence over ``sample_rate``: the interval
+    is the smallest integer that brings the sampled rate to ``fps_max`` or below (``ceil(fps / fps_max)``).
+    Images (``fps == 0``) and slower sources use ``sample_rate``.
+    """
+    if sample_rate < 1:
+        raise ValueError(f"sample_rate must be >= 1, got {sample_rate}")
+    if fps_max is None or fps <= fps_max:
+        return sample_rate
+    if fps_max <= 0:
+        raise ValueError(f"fps_max must be > 0, got {fps_max}")
+    # The small tolerance keeps 30000/1001 fps at interval 1 for fps_max=30.
+    return max(1, math.ceil(fps / fps_max - 1e-6))
+
+
+def frames_needed(num_frames: int, interval: int) -> int:
+    """Source frames spanned by a clip of ``num_frames`` frames taken every ``interval`` frames."""
+    return (num_frames - 1) * interval + 1
+
+
+def clip_start(total_frames: int, num_frames: int, interval: int, rng: np.random.Generator | None) -> int:
+    """First frame of a clip: uniform over all valid starts with ``rng`` (training), else 0 (inference)."""
+    last_start = total_frames - frames_needed(num_frames, interval)
+    if last_start < 0:
+        raise ValueError(f"clip of {num_frames} frames every {interval} needs {frames_needed(num_frames, interval)} "
+                         f"frames, source has {total_frames}")
+    if rng is None:
+        return 0
+    return int(rng.integers(0, last_start + 1))
+
+
+def resize_crop(frames: np.ndarray | torch.Tensor, height: int, width: int,
+                rng: np.random.Generator | None = None) -> torch.Tensor:
+    """``T H W C`` uint8 -> float ``C T H W`` in [-1, 1] of size ``height x width``.
+
+    Resizes (bilinear, antialiased) so the frame covers the target while keeping its aspect ratio (the short
+    side relative to the target ratio matches), then crops: at a random offset drawn from ``rng`` (training)
+    or at the centre when ``rng`` is None (inference).
+    """
+    video = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
+    if video.ndim != 4 or video.shape[-1] != 3:
+        raise ValueError(f"resize_crop expects T H W 3 frames, got shape {tuple(video.shape)}")
+    video = video.permute(0, 3, 1, 2).float()  # T C H W for interpolate
+    src_h, src_w = video.shape[-2:]
+    scale = max(height / src_h, width / src_w)
+    resized_h, resized_w = max(height, round(src_h * scale)), max(width, round(src_w * scale))
+    if (resized_h, resized_w) != (src_h, src_w):
+        video = F.interpolate(video, size=(resized_h, resized_w), mode="bilinear", align_corners=False,
+                              antialias=scale < 1).clamp_(0, 255)
+    top, left = _crop_offsets(resized_h - height, resized_w - width, rng)
+    video = video[:, :, top:top + height, left:left + width]
+    return (video / 127.5 - 1.0).permute(1, 0, 2, 3).contiguous()
+
+
+def _crop_offsets(spare_h: int, spare_w: int, rng: np.random.Generator | None) -> tuple[int, int]:
+    if rng is None:
+        return spare_h // 2, spare_w // 2
+    return int(rng.integers(0, spare_h + 1)), int(rng.integers(0, spare_w + 1))
+
+
+def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
+    """Inverse of the value mapping: float ``C T H W`` in [-1, 1] -> ``T H W C`` uint8 (for writing videos)."""
+    if video.ndim != 4:
+        raise ValueError(f"to_uint8_frames expects C T H W, got shape {tuple(video.shape)}")
+    scaled = ((video.detach().float().cpu().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return scaled.permute(1, 2, 3, 0).numpy()
