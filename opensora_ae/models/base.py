@@ -49,6 +49,16 @@ class VideoAutoencoder(nn.Module, ABC):
         x_rec = self.decode(z, num_frames=x.shape[2])
         return x_rec, posterior, z
 
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Deterministic reconstructions for inference: ``{"latent": z, "recn": x_rec}``.
+
+        Families with extra outputs add them (the Open-Sora 1.2 pipeline adds ``"spatial"``, its spatial-VAE-only
+        reconstruction); every pixel output has the layout and frame count of ``x``.
+        """
+        z = self.encode(x)
+        return {"latent": z, "recn": self.decode(z, num_frames=x.shape[2])}
+
     def get_latent_size(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
         """Latent ``(t, h, w)`` for an input of ``num_frames x height x width``."""
         # Causal models map 4k+1 frames to k+1 latents, DC-AE maps 4k frames to k: both are (T - 1) // ct + 1.
