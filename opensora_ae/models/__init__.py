@@ -59,3 +59,6 @@ def _with_folder_config(cfg: dict[str, Any], folder_config: dict[str, Any]) -> d
         params = {**folder_config, **dict(cfg.get("params") or {})}
         return {**cfg, "params": params}
     return {"type": cfg["type"], **folder_config, **{k: v for k, v in cfg.items() if k != "type"}}
+
+
+from . import discriminator  # noqa: E402,F401  (registers N_Layer_discriminator_3D in DISCRIMINATORS)
