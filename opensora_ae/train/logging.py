@@ -1,0 +1,181 @@
+"""Training logs: rank-0 progress bar, ``metrics.jsonl``, loss-curve PNG and optional wandb.
+
+Only rank 0 writes. ``metrics.jsonl`` gets one JSON object per logged step (``step``, ``epoch``, the loss terms,
+``lr``, ``steps_per_s``, ``samples_per_s``) and one per event (``event`` = ``"skipped_step"``, ``"epoch_end"``
+...). wandb runs offline automatically when there is no API key or no network, so ``--wandb True`` never blocks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+METRICS_FILE = "metrics.jsonl"
+LOSS_CURVE_FILE = "loss_curve.png"
+
+
+def _wandb_reachable(host: str = "api.wandb.ai", timeout: float = 2.0) -> bool:
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wandb_mode() -> str:
+    """``online`` only with an API key (env or ~/.netrc entry) and a reachable server; ``offline`` otherwise."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    netrc = Path.home() / ".netrc"
+    has_key = bool(os.environ.get("WANDB_API_KEY")) or (netrc.is_file() and "api.wandb.ai" in netrc.read_text())
+    return "online" if has_key and _wandb_reachable() else "offline"
+
+
+class TrainLogger:
+    """Collects step metrics; rank 0 prints, writes files and (optionally) talks to wandb."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        is_main: bool,
+        total_steps: int,
+        initial_step: int = 0,
+        initial_samples: int = 0,
+        use_wandb: bool = False,
+        wandb_project: str = "opensora_ae",
+        run_name: str = "",
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.is_main = is_main
+        self.history: list[dict[str, Any]] = []
+        self._last_time = time.perf_counter()
+        self._last_step = initial_step
+        self._last_samples = initial_samples
+        self.bar = (
+            tqdm(total=total_steps, initial=initial_step, dynamic_ncols=True, desc="train", file=sys.stderr)
+            if is_main
+            else None
+        )
+        self.wandb = None
+        if is_main and use_wandb:
+            import wandb
+
+            mode = wandb_mode()
+            self.wandb = wandb.init(
+                project=wandb_project, name=run_name, dir=str(self.run_dir), config=config or {}, mode=mode
+            )
+            self.write_event("wandb", mode=mode)
+        if is_main:
+            self.history = _read_history(self.run_dir / METRICS_FILE)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
+        with open(self.run_dir / METRICS_FILE, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def write_event(self, event: str, **fields: Any) -> None:
+        """Record a non-periodic event (skipped step, epoch end, checkpoint ...)."""
+        self.write({"event": event, "time": time.time(), **fields})
+
+    def message(self, text: str) -> None:
+        """One line to the console from rank 0, without breaking the progress bar."""
+        if self.is_main:
+            (self.bar.write if self.bar is not None else print)(text)
+
+    def step(self, step: int, samples_seen: int, metrics: dict[str, float], log: bool, epoch: int) -> None:
+        """Advance the bar to ``step``; when ``log``, compute rates and write a metrics record."""
+        if not self.is_main:
+            return
+        self.bar.update(step - self.bar.n)
+        if not log:
+            return
+        now = time.perf_counter()
+        elapsed = max(now - self._last_time, 1e-9)
+        record = {
+            "step": step,
+            "epoch": epoch,
+            **{k: float(v) for k, v in metrics.items()},
+            "steps_per_s": (step - self._last_step) / elapsed,
+            "samples_per_s": (samples_seen - self._last_samples) / elapsed,
+        }
+        self._last_time, self._last_step, self._last_samples = now, step, samples_seen
+        self.history.append(record)
+        self.write(record)
+        self.bar.set_postfix(
+            loss=f"{record.get('loss', float('nan')):.4g}",
+            lr=f"{record.get('lr', 0.0):.2e}",
+            steps_s=f"{record['steps_per_s']:.2f}",
+            samples_s=f"{record['samples_per_s']:.2f}",
+            refresh=False,
+        )
+        if self.wandb is not None:
+            self.wandb.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=step)
+
+    def log_video(self, step: int, original: Any, reconstruction: Any, fps: int = 8) -> None:
+        """wandb only: side-by-side ``original | reconstruction`` video (``C T H W`` in [-1, 1])."""
+        if self.wandb is None:
+            return
+        import torch
+        import wandb
+
+        pair = torch.cat([original, reconstruction], dim=-1).detach().float().cpu()
+        frames = ((pair.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 0, 2, 3).numpy()
+        self.wandb.log({"train/reconstruction": wandb.Video(frames, fps=fps, format="mp4")}, step=step)
+
+    def plot_loss_curve(self) -> Path | None:
+        """Write ``loss_curve.png`` (every logged loss term against the step) into the run dir."""
+        if not self.is_main or not self.history:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        keys = [k for k in self.history[-1] if k == "loss" or k.startswith("loss_")]
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for key in keys:
+            points = [(r["step"], r[key]) for r in self.history if key in r and math.isfinite(r[key])]
+            if points:
+                ax.plot(*zip(*points), label=key)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("loss")
+        if all(r.get("loss", 0) > 0 for r in self.history):
+            ax.set_yscale("log")
+        ax.legend(loc="upper right", fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = self.run_dir / LOSS_CURVE_FILE
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def _read_history(path: Path) -> list[dict[str, Any]]:
+    """Step records already in ``metrics.jsonl`` (a resumed run keeps its loss curve)."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "step" in record and "event" not in record:
+            records.append(record)
+    return records

@@ -1,0 +1,64 @@
+"""Optimizers and learning-rate schedules from Open-Sora config dicts.
+
+``optim = dict(cls="AdamW" | "HybridAdam", lr, eps, weight_decay, betas, adamw_mode=True)``: ``HybridAdam`` is
+ColossalAI's fused CPU/GPU Adam; here it is an alias of :class:`torch.optim.AdamW` (``adamw_mode=False`` gives
+Adam with L2 weight decay, as in ColossalAI). ``lr_scheduler = dict(warmup_steps)``: Open-Sora's
+``LinearWarmupLR``, ``lr * (step + 1) / (warmup_steps + 1)`` for the first ``warmup_steps`` steps, then constant.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+import torch
+from torch.optim.lr_scheduler import LRScheduler
+
+OPTIMIZER_NAMES = ("AdamW", "HybridAdam", "Adam")
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Mapping[str, Any], key: str = "optim"
+                    ) -> torch.optim.Optimizer:
+    """The optimizer ``cfg`` describes over ``params`` (only those with ``requires_grad``)."""
+    cfg = dict(cfg)
+    name = cfg.pop("cls", "AdamW")
+    if name not in OPTIMIZER_NAMES:
+        raise ValueError(f"config key {key}.cls={name!r} is not supported; use one of {OPTIMIZER_NAMES}")
+    adamw_mode = cfg.pop("adamw_mode", name != "Adam")
+    kwargs = dict(
+        lr=float(cfg.pop("lr", 1e-4)),
+        eps=float(cfg.pop("eps", 1e-8)),
+        weight_decay=float(cfg.pop("weight_decay", 0.0)),
+        betas=tuple(cfg.pop("betas", (0.9, 0.999))),
+    )
+    if cfg:
+        raise ValueError(f"config key {key} has unknown entries {sorted(cfg)}; known: cls, lr, eps, weight_decay, "
+                         f"betas, adamw_mode")
+    trainable = [p for p in params if p.requires_grad]
+    if not trainable:
+        raise ValueError(f"{key}: the model has no trainable parameters")
+    cls = torch.optim.AdamW if adamw_mode else torch.optim.Adam
+    return cls(trainable, **kwargs)
+
+
+class LinearWarmupLR(LRScheduler):
+    """Open-Sora's linear warm-up: ``base_lr * (step + 1) / (warmup_steps + 1)`` while ``step < warmup_steps``."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int = 0, last_epoch: int = -1) -> None:
+        if warmup_steps < 0:
+            raise ValueError(f"lr_scheduler.warmup_steps={warmup_steps} must be >= 0")
+        self.warmup_steps = int(warmup_steps)
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        if self.last_epoch < self.warmup_steps:
+            return [base * (self.last_epoch + 1) / (self.warmup_steps + 1) for base in self.base_lrs]
+        return list(self.base_lrs)
+
+
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any] | None, key: str = "lr_scheduler"
+                       ) -> LinearWarmupLR:
+    cfg = dict(cfg or {})
+    warmup = cfg.pop("warmup_steps", 0)
+    if cfg:
+        raise ValueError(f"config key {key} has unknown entries {sorted(cfg)}; known: warmup_steps")
+    return LinearWarmupLR(optimizer, warmup_steps=int(warmup))
