@@ -229,6 +229,10 @@ class VideoTextDataset(Dataset):
                 break
         return {"video": None, "skipped": skipped}
 
+    def load_sample(self, request: SampleRequest) -> dict[str, Any]:
+        """Read exactly ``request`` (no replacement by another file, for inference); raises VideoReadError."""
+        return self._load(request.index, request, np.random.default_rng(request.seed))
+
     def _replacement(self, request: SampleRequest, rng: np.random.Generator) -> int | None:
         candidates = rng.permutation(len(self))[:64]
         for index in candidates:

@@ -1,0 +1,1 @@
+"""Inference: reconstruct videos, latent statistics, visual comparisons and evaluation."""
