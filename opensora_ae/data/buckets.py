@@ -14,8 +14,8 @@ Resolution names (any number works, these are the usual ones):
 
 Each resolution has the Open-Sora 2.0 ratio set :data:`ASPECT_RATIOS` (names are ``width:height``,
 landscape ratios and their portrait flips). The ``height x width`` of a ratio are multiples of
-``size_multiple`` (16 by default, the spatial compression of most autoencoders) chosen so that the pixel
-count is the closest to the resolution's.
+``size_multiple`` (16 by default, the spatial compression of most autoencoders), rounded from the exact
+size so that pixel count and ratio both stay close (ratios that round to an already listed size are dropped).
 
 Assignment of a sample with ``T`` frames of ``H x W`` (frame interval ``k``), as in Open-Sora:
 
@@ -77,13 +77,21 @@ def num_pixels(resolution: str) -> int:
 
 
 def _size_for_ratio(total_pixels: int, width_over_height: float, multiple: int) -> tuple[int, int]:
-    """``(height, width)``, multiples of ``multiple``, with the ratio and the pixel count closest to target."""
-    width = max(multiple, int(math.sqrt(total_pixels * width_over_height) // multiple) * multiple)
-    height = max(multiple, int(total_pixels / width // multiple) * multiple)
-    candidates = [(height, width), (height + multiple, width), (height, width + multiple),
-                  (height - multiple, width), (height, width - multiple)]
-    candidates = [(h, w) for h, w in candidates if h >= multiple and w >= multiple]
-    return min(candidates, key=lambda hw: abs(hw[0] * hw[1] - total_pixels))
+    """``(height, width)``, multiples of ``multiple``, closest to the pixel count and the ratio together.
+
+    Of the four roundings (down/up) of the ideal height and width, the one with the smallest
+    ``|log(pixels / target)| + |log(ratio / target ratio)|`` wins.
+    """
+    ideal_h, ideal_w = math.sqrt(total_pixels / width_over_height), math.sqrt(total_pixels * width_over_height)
+
+    def roundings(value: float) -> set[int]:
+        return {max(multiple, math.floor(value / multiple) * multiple), math.ceil(value / multiple) * multiple}
+
+    def cost(hw: tuple[int, int]) -> float:
+        height, width = hw
+        return abs(math.log(height * width / total_pixels)) + abs(math.log(width / height / width_over_height))
+
+    return min(((h, w) for h in roundings(ideal_h) for w in roundings(ideal_w)), key=lambda hw: (cost(hw), hw))
 
 
 def aspect_ratio_sizes(resolution: str, size_multiple: int = 16) -> dict[str, tuple[int, int]]:
