@@ -10,8 +10,6 @@ import torch
 class GaussianPosterior(Protocol):
     """What the KL term needs from a posterior (``models.layers.posterior.DiagonalGaussianDistribution``)."""
 
-    mean: torch.Tensor
-
     def kl(self) -> torch.Tensor:
         """KL to ``N(0, I)`` summed over all non-batch dims; shape ``B``."""
 
