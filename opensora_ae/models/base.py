@@ -7,6 +7,7 @@ outside its own file.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 import torch
 from torch import nn
@@ -68,6 +69,17 @@ class VideoAutoencoder(nn.Module, ABC):
     @abstractmethod
     def get_last_layer(self) -> torch.Tensor:
         """The decoder's output conv weight (for the adaptive GAN weight)."""
+
+    def set_tiling(self, **changes: Any) -> None:
+        """Change tiling keys at run time (models holding a ``layers.tiling.VideoTiler`` at ``self.tiler``), e.g.
+        ``set_tiling(use_temporal_tiling=True, temporal_tile_size=32)``; the saved ``config`` follows."""
+        tiler = getattr(self, "tiler", None)
+        if tiler is None:
+            raise ValueError(f"{type(self).__name__} has no tiled inference (no 'tiler' attribute)")
+        self.tiler = tiler.with_changes(**changes)
+        config = getattr(self, "config", None)
+        if isinstance(config, dict):
+            config.update(changes)
 
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Turn activation checkpointing of the encoder/decoder blocks on or off."""

@@ -24,6 +24,8 @@ class CausalConv3d(nn.Module):
     input frames ``<= t``. ``time_pad="replicate"`` repeats the first frame (HunyuanVideo, Open-Sora-Plan);
     ``time_pad="zeros"`` pads zeros (Open-Sora 1.2 temporal VAE). Height and width get symmetric ``k // 2``
     padding, zeros or replicated edge pixels (HunyuanVideo pads all three dims with replicate).
+    ``front_frames`` overrides the number of front frames: HunyuanVideo pads ``kt - 1`` even for strided convs,
+    so that the first output frame sees the first input frame alone.
 
     The wrapped ``nn.Conv3d`` lives at ``.conv`` so state-dict keys read ``<name>.conv.weight`` as in the
     released checkpoints.
@@ -39,13 +41,16 @@ class CausalConv3d(nn.Module):
         bias: bool = True,
         time_pad: TimePad = "replicate",
         space_pad: SpacePad = "zeros",
+        front_frames: int | None = None,
     ) -> None:
         super().__init__()
         kt, kh, kw = _triple(kernel_size)
         stride = _triple(stride)
         self.time_pad = time_pad
         self.space_pad = space_pad
-        self.front_frames = max(dilation * (kt - 1) + (1 - stride[0]), 0)
+        if front_frames is None:
+            front_frames = max(dilation * (kt - 1) + (1 - stride[0]), 0)
+        self.front_frames = front_frames
         self.spatial_padding = (kw // 2, kw // 2, kh // 2, kh // 2)
         conv_padding = (0, 0, 0) if space_pad == "replicate" else (0, kh // 2, kw // 2)
         self.conv = nn.Conv3d(
@@ -60,7 +65,7 @@ class CausalConv3d(nn.Module):
 
     def pad_input(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the causal time padding (and replicate spatial padding when selected)."""
-        if self.space_pad == "replicate":
+        if self.space_pad == "replicate" and (self.front_frames or any(self.spatial_padding)):
             return F.pad(x, (*self.spatial_padding, self.front_frames, 0), mode="replicate")
         if self.front_frames == 0:
             return x
