@@ -1,0 +1,470 @@
+"""Open-Sora-Plan CausalVideoVAE (``type="causal_vae"``), built from the release's ``config.json``.
+
+The release describes the network by block names (``encoder_resnet_blocks``, ``decoder_temporal_upsample``,
+...; see ``causal_vae_blocks.py``) on an LDM layout: ``conv_in``, levels ``down.i`` / ``up.i`` of
+``num_res_blocks`` (decoder: ``num_res_blocks + 1``) residual blocks with optional attention and samplers,
+a ``mid`` block (``block_1``, ``attn_1``, ``block_2``), ``norm_out``, ``conv_out``, then ``quant_conv`` /
+``post_quant_conv``. State-dict keys equal the released checkpoints'.
+
+Frames: the first frame is encoded alone, so ``1 + f*k`` frames give ``1 + k`` latents, where ``f`` is the
+product of the temporal samplers' factors (4 for the releases: 17 frames -> 5 latents -> 17 frames).
+
+Latents: ``encode`` returns the latent a diffusion model consumes, ``posterior_sample_or_mean * scaling_factor``
+(0.18215 as Open-Sora-Plan's diffusion wrapper); ``decode`` divides by it first. ``scaling_factor=1.0`` gives
+the raw posterior latent that the release's own ``CausalVAEModel.encode(x).mode()`` returns.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..registry import MODELS
+from .base import VideoAutoencoder
+from .causal_vae_blocks import normalize, resolve_block
+from .checkpoint_io import CheckpointError, PretrainedMixin, StateDict, load_weights, unwrap_state_dict
+from .layers.posterior import DiagonalGaussianDistribution
+
+RELEASE_CLASS_NAME = "CausalVAEModel"
+LATENT_SCALING_FACTOR = 0.18215
+
+
+def _run(module: nn.Module, x: torch.Tensor, use_checkpoint: bool) -> torch.Tensor:
+    if use_checkpoint and torch.is_grad_enabled():
+        return checkpoint(module, x, use_reentrant=False)
+    return module(x)
+
+
+def _sampler(name: str, channels: int, config_key: str) -> nn.Module:
+    return resolve_block("sampler", name, config_key)(channels, channels)
+
+
+class Encoder(nn.Module):
+    """``B in_channels T H W`` -> ``B (2 if double_z else 1)*z_channels t h w`` (before ``quant_conv``)."""
+
+    def __init__(
+        self,
+        z_channels: int,
+        hidden_size: int,
+        hidden_size_mult: Sequence[int],
+        attn_resolutions: Sequence[int],
+        conv_in: str,
+        conv_out: str,
+        attention: str,
+        resnet_blocks: Sequence[str],
+        spatial_downsample: Sequence[str],
+        temporal_downsample: Sequence[str],
+        mid_resnet: str,
+        dropout: float,
+        resolution: int,
+        num_res_blocks: int,
+        double_z: bool,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        self.gradient_checkpointing = False
+        self.num_res_blocks = num_res_blocks
+        conv_in_cls = resolve_block("conv", conv_in, "encoder_conv_in")
+        attention_cls = resolve_block("attention", attention, "encoder_attention")
+        mid_cls = resolve_block("resnet", mid_resnet, "encoder_mid_resnet")
+
+        self.conv_in = conv_in_cls(in_channels, hidden_size, 3)
+        in_mult = (1, *hidden_size_mult)
+        current_resolution = resolution
+        self.down = nn.ModuleList()
+        for level, mult in enumerate(hidden_size_mult):
+            block_cls = resolve_block("resnet", resnet_blocks[level], f"encoder_resnet_blocks[{level}]")
+            block_in, block_out = hidden_size * in_mult[level], hidden_size * mult
+            down = nn.Module()
+            down.block = nn.ModuleList()
+            down.attn = nn.ModuleList()
+            for _ in range(num_res_blocks):
+                down.block.append(block_cls(block_in, block_out, dropout))
+                block_in = block_out
+                if current_resolution in attn_resolutions:
+                    down.attn.append(attention_cls(block_in))
+            if spatial_downsample[level]:
+                down.downsample = _sampler(spatial_downsample[level], block_in, f"encoder_spatial_downsample[{level}]")
+                current_resolution //= 2
+            if temporal_downsample[level]:
+                down.time_downsample = _sampler(
+                    temporal_downsample[level], block_in, f"encoder_temporal_downsample[{level}]"
+                )
+            self.down.append(down)
+
+        self.mid = nn.Module()
+        self.mid.block_1 = mid_cls(block_in, block_in, dropout)
+        self.mid.attn_1 = attention_cls(block_in)
+        self.mid.block_2 = mid_cls(block_in, block_in, dropout)
+        self.norm_out = normalize(block_in)
+        out_channels = 2 * z_channels if double_z else z_channels
+        self.conv_out = resolve_block("conv", conv_out, "encoder_conv_out")(block_in, out_channels, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ckpt = self.gradient_checkpointing and self.training
+        h = self.conv_in(x)
+        last_level = len(self.down) - 1
+        for level, down in enumerate(self.down):
+            for index, block in enumerate(down.block):
+                h = _run(block, h, ckpt)
+                if len(down.attn) > 0:
+                    h = down.attn[index](h)
+            # The release feeds the mid block the last level's res-block output, so samplers of the last
+            # level (none in the released configs) would never reach the output: they are not run.
+            if level == last_level:
+                break
+            if hasattr(down, "downsample"):
+                h = down.downsample(h)
+            if hasattr(down, "time_downsample"):
+                h = down.time_downsample(h)
+        h = _run(self.mid.block_1, h, ckpt)
+        h = self.mid.attn_1(h)
+        h = _run(self.mid.block_2, h, ckpt)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class Decoder(nn.Module):
+    """``B z_channels t h w`` (after ``post_quant_conv``) -> ``B out_channels T H W``.
+
+    Levels run from the deepest (``up.{n-1}``) to ``up.0``; each applies its res blocks, then the spatial,
+    then the temporal upsampler.
+    """
+
+    def __init__(
+        self,
+        z_channels: int,
+        hidden_size: int,
+        hidden_size_mult: Sequence[int],
+        attn_resolutions: Sequence[int],
+        conv_in: str,
+        conv_out: str,
+        attention: str,
+        resnet_blocks: Sequence[str],
+        spatial_upsample: Sequence[str],
+        temporal_upsample: Sequence[str],
+        mid_resnet: str,
+        dropout: float,
+        resolution: int,
+        num_res_blocks: int,
+        out_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        self.gradient_checkpointing = False
+        num_levels = len(hidden_size_mult)
+        attention_cls = resolve_block("attention", attention, "decoder_attention")
+        mid_cls = resolve_block("resnet", mid_resnet, "decoder_mid_resnet")
+        block_in = hidden_size * hidden_size_mult[-1]
+        current_resolution = resolution // 2 ** (num_levels - 1)
+
+        self.conv_in = resolve_block("conv", conv_in, "decoder_conv_in")(z_channels, block_in, 3)
+        self.mid = nn.Module()
+        self.mid.block_1 = mid_cls(block_in, block_in, dropout)
+        self.mid.attn_1 = attention_cls(block_in)
+        self.mid.block_2 = mid_cls(block_in, block_in, dropout)
+
+        levels: list[nn.Module] = []
+        for level in reversed(range(num_levels)):
+            block_cls = resolve_block("resnet", resnet_blocks[level], f"decoder_resnet_blocks[{level}]")
+            block_out = hidden_size * hidden_size_mult[level]
+            up = nn.Module()
+            up.block = nn.ModuleList()
+            up.attn = nn.ModuleList()
+            for _ in range(num_res_blocks + 1):
+                up.block.append(block_cls(block_in, block_out, dropout))
+                block_in = block_out
+                if current_resolution in attn_resolutions:
+                    up.attn.append(attention_cls(block_in))
+            if spatial_upsample[level]:
+                up.upsample = _sampler(spatial_upsample[level], block_in, f"decoder_spatial_upsample[{level}]")
+                current_resolution *= 2
+            if temporal_upsample[level]:
+                up.time_upsample = _sampler(temporal_upsample[level], block_in, f"decoder_temporal_upsample[{level}]")
+            levels.insert(0, up)
+        self.up = nn.ModuleList(levels)
+        self.norm_out = normalize(block_in)
+        self.conv_out = resolve_block("conv", conv_out, "decoder_conv_out")(block_in, out_channels, 3)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        ckpt = self.gradient_checkpointing and self.training
+        h = self.conv_in(z)
+        h = _run(self.mid.block_1, h, ckpt)
+        h = self.mid.attn_1(h)
+        h = _run(self.mid.block_2, h, ckpt)
+        for up in reversed(self.up):
+            for index, block in enumerate(up.block):
+                h = _run(block, h, ckpt)
+                if len(up.attn) > 0:
+                    h = up.attn[index](h)
+            if hasattr(up, "upsample"):
+                h = up.upsample(h)
+            if hasattr(up, "time_upsample"):
+                h = up.time_upsample(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+def _product(factors: Sequence[int]) -> int:
+    result = 1
+    for factor in factors:
+        result *= factor
+    return result
+
+
+@MODELS.register_module("causal_vae")
+class CausalVAEModel(PretrainedMixin, VideoAutoencoder):
+    """Open-Sora-Plan CausalVideoVAE with a diagonal-Gaussian posterior.
+
+    Constructor arguments are the fields of the release's ``config.json`` (same names, same defaults as the
+    reference's ``CausalVAEModel``) plus ``scaling_factor``. ``lr``, ``loss_type`` and ``loss_params`` only
+    describe training (see ``opensora_ae.losses.configs_from_lpips_with_discriminator``) and are kept so that
+    ``save_pretrained`` writes a complete release-style ``config.json``.
+
+    Layouts: pixels ``B 3 T H W`` in [-1, 1] with ``T = 1 + f*k`` and ``H, W`` multiples of the spatial
+    factor; latents ``B embed_dim (1+k) H/s W/s``.
+    """
+
+    causal = True
+
+    def __init__(
+        self,
+        lr: float = 1e-5,
+        hidden_size: int = 128,
+        z_channels: int = 4,
+        hidden_size_mult: Sequence[int] = (1, 2, 4, 4),
+        attn_resolutions: Sequence[int] = (),
+        dropout: float = 0.0,
+        resolution: int = 256,
+        double_z: bool = True,
+        embed_dim: int = 4,
+        num_res_blocks: int = 2,
+        loss_type: str = "opensora.models.ae.videobase.losses.LPIPSWithDiscriminator",
+        loss_params: dict[str, Any] | None = None,
+        q_conv: str = "CausalConv3d",
+        encoder_conv_in: str = "CausalConv3d",
+        encoder_conv_out: str = "CausalConv3d",
+        encoder_attention: str = "AttnBlock3D",
+        encoder_resnet_blocks: Sequence[str] = ("ResnetBlock3D",) * 4,
+        encoder_spatial_downsample: Sequence[str] = ("SpatialDownsample2x",) * 3 + ("",),
+        encoder_temporal_downsample: Sequence[str] = ("", "TimeDownsample2x", "TimeDownsample2x", ""),
+        encoder_mid_resnet: str = "ResnetBlock3D",
+        decoder_conv_in: str = "CausalConv3d",
+        decoder_conv_out: str = "CausalConv3d",
+        decoder_attention: str = "AttnBlock3D",
+        decoder_resnet_blocks: Sequence[str] = ("ResnetBlock3D",) * 4,
+        decoder_spatial_upsample: Sequence[str] = ("",) + ("SpatialUpsample2x",) * 3,
+        decoder_temporal_upsample: Sequence[str] = ("", "", "TimeUpsample2x", "TimeUpsample2x"),
+        decoder_mid_resnet: str = "ResnetBlock3D",
+        in_channels: int = 3,
+        out_channels: int = 3,
+        scaling_factor: float = LATENT_SCALING_FACTOR,
+        _class_name: str = RELEASE_CLASS_NAME,
+        _diffusers_version: str | None = None,
+    ) -> None:
+        super().__init__()
+        if _class_name != RELEASE_CLASS_NAME:
+            raise ValueError(f"causal_vae config _class_name={_class_name!r}: only {RELEASE_CLASS_NAME!r} is supported")
+        _check_level_lists(
+            len(hidden_size_mult),
+            encoder_resnet_blocks=encoder_resnet_blocks,
+            encoder_spatial_downsample=encoder_spatial_downsample,
+            encoder_temporal_downsample=encoder_temporal_downsample,
+            decoder_resnet_blocks=decoder_resnet_blocks,
+            decoder_spatial_upsample=decoder_spatial_upsample,
+            decoder_temporal_upsample=decoder_temporal_upsample,
+        )
+        if loss_params is None:
+            loss_params = {"kl_weight": 1e-6, "logvar_init": 0.0, "disc_start": 2001, "disc_weight": 0.5}
+        # Every field, defaults included, so save_pretrained writes a complete release-style config.json.
+        self.config = {
+            "_class_name": RELEASE_CLASS_NAME,
+            **({"_diffusers_version": _diffusers_version} if _diffusers_version else {}),
+            **{name: value for name, value in locals().items() if name in _CONFIG_FIELDS},
+        }
+        self.scaling_factor = float(scaling_factor)
+        self.latent_channels = embed_dim
+        self.encoder = Encoder(
+            z_channels, hidden_size, hidden_size_mult, attn_resolutions, encoder_conv_in, encoder_conv_out,
+            encoder_attention, encoder_resnet_blocks, encoder_spatial_downsample, encoder_temporal_downsample,
+            encoder_mid_resnet, dropout, resolution, num_res_blocks, double_z, in_channels,
+        )  # fmt: skip
+        self.decoder = Decoder(
+            z_channels, hidden_size, hidden_size_mult, attn_resolutions, decoder_conv_in, decoder_conv_out,
+            decoder_attention, decoder_resnet_blocks, decoder_spatial_upsample, decoder_temporal_upsample,
+            decoder_mid_resnet, dropout, resolution, num_res_blocks, out_channels,
+        )  # fmt: skip
+        quant_conv_cls = resolve_block("conv", q_conv, "q_conv")
+        self.quant_conv = quant_conv_cls(2 * z_channels, 2 * embed_dim, 1)
+        self.post_quant_conv = quant_conv_cls(embed_dim, z_channels, 1)
+        self.compression = self._compression()
+
+    def _compression(self) -> tuple[int, int, int]:
+        """``(t, h, w)`` factors from the encoder's samplers (the last level's are never run, see ``Encoder``)."""
+        samplers = [
+            getattr(down, name)
+            for down in list(self.encoder.down)[:-1]
+            for name in ("downsample", "time_downsample")
+            if hasattr(down, name)
+        ]
+        space = _product([sampler.space_factor for sampler in samplers])
+        return _product([sampler.time_factor for sampler in samplers]), space, space
+
+    # ---- the VideoAutoencoder interface ------------------------------------------------------------------
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a one-line error unless ``x`` is ``B C T H W`` with ``T = 1 + t*k`` and ``H, W`` multiples of h, w."""
+        ct, ch, cw = self.compression
+        if x.ndim != 5 or x.shape[1] != self.config["in_channels"]:
+            raise ValueError(
+                f"causal_vae.encode: expected pixels B {self.config['in_channels']} T H W, got shape {tuple(x.shape)}"
+            )
+        frames, height, width = x.shape[2:]
+        if (frames - 1) % ct != 0:
+            valid = ", ".join(str(1 + ct * k) for k in range(5))
+            raise ValueError(
+                f"causal_vae.encode: got {frames} frames but the causal encoder needs T = 1 + {ct}*k "
+                f"({valid}, ...); trim the clip to {1 + ct * ((frames - 1) // ct)} frames"
+            )
+        if height % ch or width % cw:
+            raise ValueError(
+                f"causal_vae.encode: height x width {height}x{width} must be multiples of {ch}x{cw}; resize or crop"
+            )
+
+    def encode_with_posterior(
+        self, x: torch.Tensor, sample_posterior: bool = False
+    ) -> tuple[torch.Tensor, DiagonalGaussianDistribution]:
+        """Pixels ``B 3 T H W`` in [-1, 1] -> (scaled latent ``B embed_dim t h w``, unscaled posterior)."""
+        self.check_input(x)
+        posterior = DiagonalGaussianDistribution(self.quant_conv(self.encoder(x)))
+        z = posterior.sample() if sample_posterior else posterior.mode()
+        return z * self.scaling_factor, posterior
+
+    def decode(self, z: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+        """Scaled latent ``B embed_dim t h w`` -> pixels ``B 3 (1 + f*(t-1)) H W``, cropped to ``num_frames``."""
+        x = self.decoder(self.post_quant_conv(z / self.scaling_factor))
+        if num_frames is not None:
+            if num_frames > x.shape[2]:
+                raise ValueError(f"causal_vae.decode: num_frames={num_frames} but the latent decodes to {x.shape[2]}")
+            x = x[:, :, :num_frames]
+        return x
+
+    def get_last_layer(self) -> torch.Tensor:
+        conv_out = self.decoder.conv_out
+        return conv_out.conv.weight if hasattr(conv_out, "conv") else conv_out.weight
+
+    # ---- checkpoints ---------------------------------------------------------------------------------------
+    @classmethod
+    def convert_state_dict(cls, state_dict: StateDict) -> StateDict:
+        """Drop the training loss's tensors (``loss.*``: LPIPS, logvar, discriminator), also under ``module.``."""
+        return {k: v for k, v in state_dict.items() if not k.startswith(("loss.", "module.loss."))}
+
+    @classmethod
+    def config_from_pretrained_dir(cls, folder: str | os.PathLike) -> dict[str, Any]:
+        """Constructor kwargs from the folder's release-style ``config.json`` (``{}`` when there is none)."""
+        path = Path(folder) / "config.json"
+        if not path.is_file():
+            return {}
+        config = load_release_config(path)
+        class_name = config.get("_class_name", RELEASE_CLASS_NAME)
+        if class_name != RELEASE_CLASS_NAME:
+            raise CheckpointError(f"{path}: _class_name is {class_name!r}, not a {RELEASE_CLASS_NAME} folder")
+        return config
+
+    @classmethod
+    def from_config_file(cls, path: str | os.PathLike, **overrides: Any) -> "CausalVAEModel":
+        """Build (randomly initialised) from a release-style ``config.json``; ``overrides`` win over its fields."""
+        return cls(**{**load_release_config(path), **overrides})
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike,
+        strict: bool = True,
+        state_dict_key: str | None = None,
+        use_ema: bool | None = None,
+        **overrides: Any,
+    ) -> "CausalVAEModel":
+        """Load a folder (``config.json`` + weights, or + Lightning ``*.ckpt``) or a Lightning ``.ckpt`` file.
+
+        For a ``.ckpt`` the hyper-parameters come from the ``config.json`` next to it (``overrides`` win); a folder
+        with several ``.ckpt`` files loads the most recently written one. Lightning checkpoints load
+        ``ema_state_dict`` (``module.`` prefix stripped) when it is present and not empty, as the release does,
+        unless ``use_ema=False``; otherwise ``state_dict``. ``loss.*`` tensors are dropped in every case.
+        """
+        path = Path(path)
+        checkpoint_file = _lightning_checkpoint(path)
+        if checkpoint_file is None:
+            return super().from_pretrained(path, strict=strict, state_dict_key=state_dict_key, **overrides)
+        model = cls(**{**cls.config_from_pretrained_dir(checkpoint_file.parent), **overrides})
+        state_dict = load_lightning_state_dict(checkpoint_file, use_ema=use_ema)
+        load_weights(model, state_dict, strict=strict)
+        return model
+
+
+# The release's config.json fields (+ scaling_factor): the constructor's parameters minus the metadata ones.
+_CONFIG_FIELDS = tuple(
+    name
+    for name in inspect.signature(CausalVAEModel.__init__).parameters
+    if name != "self" and not name.startswith("_")
+)
+
+
+def _check_level_lists(num_levels: int, **lists: Sequence[str]) -> None:
+    for key, names in lists.items():
+        if len(names) != num_levels:
+            raise ValueError(
+                f"causal_vae config key {key!r} has {len(names)} entries but hidden_size_mult has {num_levels} levels"
+            )
+
+
+def load_release_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a release ``config.json`` into constructor kwargs (``_class_name``/``_diffusers_version`` kept).
+
+    A ``type`` entry (written by ``save_pretrained``) must name ``causal_vae`` and is removed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"causal_vae config {str(path)!r} does not exist")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: invalid JSON ({err})") from err
+    stored_type = config.pop("type", "causal_vae")
+    if stored_type != "causal_vae":
+        raise CheckpointError(
+            f"{path}: folder holds a {stored_type!r} model, not causal_vae; build it with type={stored_type!r}"
+        )
+    return config
+
+
+def _lightning_checkpoint(path: Path) -> Path | None:
+    """The ``.ckpt`` file to load for ``path`` (a ``.ckpt`` file, or the newest one in a folder), else None."""
+    if path.is_file():
+        return path if path.suffix == ".ckpt" else None
+    if path.is_dir():
+        candidates = sorted(path.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+        return candidates[-1] if candidates else None
+    return None
+
+
+def load_lightning_state_dict(path: str | os.PathLike, use_ema: bool | None = None) -> StateDict:
+    """The model weights of a PyTorch-Lightning ``.ckpt`` (``loss.*`` still included; see ``convert_state_dict``).
+
+    ``use_ema=None`` picks ``ema_state_dict`` when it exists and is not empty, ``True`` requires it, ``False``
+    takes ``state_dict``. EMA keys lose their ``module.`` prefix.
+    """
+    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a Lightning checkpoint dict, got {type(obj).__name__}")
+    has_ema = bool(obj.get("ema_state_dict"))
+    if use_ema and not has_ema:
+        raise CheckpointError(f"{path}: use_ema=True but the checkpoint has no (or an empty) ema_state_dict")
+    if has_ema and use_ema is not False:
+        ema = unwrap_state_dict(obj, "ema_state_dict", source=str(path))
+        return {k.removeprefix("module."): v for k, v in ema.items()}
+    return unwrap_state_dict(obj, "state_dict" if "state_dict" in obj else None, source=str(path))
