@@ -63,3 +63,4 @@ def _with_folder_config(cfg: dict[str, Any], folder_config: dict[str, Any]) -> d
 
 from . import discriminator  # noqa: E402,F401  (registers N_Layer_discriminator_3D in DISCRIMINATORS)
 from . import opensora_v1_2  # noqa: E402,F401  (registers opensora_v1_2_vae)
+from . import causal_vae  # noqa: E402,F401  (registers causal_vae)
