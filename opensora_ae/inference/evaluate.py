@@ -1,0 +1,347 @@
+"""Score generated videos against real ones: pairing by relative path, one read per video, batched metrics.
+
+``evaluate`` pairs ``real_dir/<rel>`` with ``generated_dir/<rel>`` after dropping the extension and one known
+suffix (``_orig``, ``_recn``, ``_ori``, ``_rec``, ``_spatial``) from the file name, reads each video once (the
+next pair is decoded in a background thread while the current one is scored), and runs every requested metric
+on chunks of ``batch_size`` frames on the chosen device. Every metric is averaged over the frames (FloLPIPS:
+frame pairs) of a video, then over videos.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from opensora_ae.data.transforms import resize_crop
+from opensora_ae.data.video_io import VIDEO_EXTS, VideoReadError, read_clip, read_video
+from opensora_ae.metrics import build_lpips, flolpips, load_pwcnet, lpips_distance, psnr, ssim
+
+KNOWN_SUFFIXES = ("_orig", "_recn", "_ori", "_rec", "_spatial")
+METRIC_NAMES = ("psnr", "ssim", "lpips", "flolpips")
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False, "flolpips": False}
+PREFETCH_PAIRS = 2
+
+
+@dataclass
+class VideoPair:
+    """A real video and the generated video with the same pairing key."""
+
+    key: str
+    real: str
+    generated: str
+
+
+@dataclass
+class Pairing:
+    """The outcome of matching two folders; unmatched and ambiguous files are listed, not scored."""
+
+    pairs: list[VideoPair] = field(default_factory=list)
+    only_real: list[str] = field(default_factory=list)
+    only_generated: list[str] = field(default_factory=list)
+    ambiguous: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class EvalOptions:
+    """How frames are read and scored.
+
+    ``num_frames`` None reads whole videos; ``sample_rate`` keeps every n-th frame; ``resolution`` resizes the
+    short side (aspect kept) and ``crop_size`` takes a centred square; ``batch_size`` frames go through each
+    metric at once on ``device``.
+    """
+
+    num_frames: int | None = None
+    sample_rate: int = 1
+    resolution: int | None = None
+    crop_size: int | None = None
+    batch_size: int = 16
+    device: str = "cpu"
+
+
+@dataclass
+class MetricWeights:
+    """Local weight files: AlexNet backbone and v0.1 heads for (Flo)LPIPS, PWC-Net for FloLPIPS."""
+
+    lpips_backbone: str | None = None
+    lpips_heads: str | None = None
+    pwcnet: str | None = None
+
+
+def pairing_key(relative_path: str) -> str:
+    """``a/b/clip_recn.mp4`` -> ``a/b/clip``: drop the extension, then one known suffix of the file name."""
+    stem, _ = os.path.splitext(relative_path.replace(os.sep, "/"))
+    for suffix in KNOWN_SUFFIXES:
+        if stem.endswith(suffix) and len(os.path.basename(stem)) > len(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
+def list_videos(root: str) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """Videos under ``root`` by pairing key, and the keys that more than one file maps to."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"video folder {root} does not exist")
+    by_key: dict[str, list[str]] = {}
+    for directory, _, files in os.walk(root):
+        for name in sorted(files):
+            if name.lower().endswith(VIDEO_EXTS):
+                path = os.path.join(directory, name)
+                by_key.setdefault(pairing_key(os.path.relpath(path, root)), []).append(path)
+    unique = {key: paths[0] for key, paths in by_key.items() if len(paths) == 1}
+    ambiguous = {key: paths for key, paths in by_key.items() if len(paths) > 1}
+    return unique, ambiguous
+
+
+def pair_videos(real_dir: str, generated_dir: str) -> Pairing:
+    """Match videos of two folders by relative path (see :func:`pairing_key`), never by sorted position."""
+    real, real_ambiguous = list_videos(real_dir)
+    generated, generated_ambiguous = list_videos(generated_dir)
+    ambiguous = {**real_ambiguous, **generated_ambiguous}
+    real = {key: path for key, path in real.items() if key not in ambiguous}
+    generated = {key: path for key, path in generated.items() if key not in ambiguous}
+    return Pairing(
+        pairs=[VideoPair(key, real[key], generated[key]) for key in sorted(real.keys() & generated.keys())],
+        only_real=sorted(real[key] for key in real.keys() - generated.keys()),
+        only_generated=sorted(generated[key] for key in generated.keys() - real.keys()),
+        ambiguous=ambiguous,
+    )
+
+
+def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """Height and width after resizing the short side to ``short_side``, keeping the aspect ratio."""
+    scale = short_side / min(height, width)
+    return max(short_side, round(height * scale)), max(short_side, round(width * scale))
+
+
+def prepare_frames(frames: np.ndarray, resolution: int | None, crop_size: int | None, path: str) -> torch.Tensor:
+    """``T H W C`` uint8 -> ``T C H W``: uint8 as read, or float in [0, 1] when resized.
+
+    ``resolution`` resizes the short side (bilinear, antialiased when shrinking); ``crop_size`` then takes the
+    centred ``crop_size x crop_size`` square.
+    """
+    video = torch.from_numpy(np.ascontiguousarray(frames))
+    if resolution is not None:
+        height, width = short_side_size(video.shape[1], video.shape[2], resolution)
+        video = ((resize_crop(video, height, width) + 1.0) / 2.0).permute(1, 0, 2, 3)
+    else:
+        video = video.permute(0, 3, 1, 2)
+    if crop_size is not None:
+        height, width = video.shape[-2:]
+        if crop_size > min(height, width):
+            raise ValueError(f"{path}: frames of {height}x{width} are smaller than --crop_size {crop_size}")
+        top, left = (height - crop_size) // 2, (width - crop_size) // 2
+        video = video[:, :, top : top + crop_size, left : left + crop_size]
+    return video.contiguous()
+
+
+def load_video(path: str, options: EvalOptions) -> torch.Tensor:
+    """Read and prepare one video as ``T C H W`` (see :func:`prepare_frames`)."""
+    if options.num_frames is not None:
+        frames = read_clip(path, options.num_frames, options.sample_rate)
+    else:
+        frames = read_video(path)[:: options.sample_rate]
+    return prepare_frames(frames, options.resolution, options.crop_size, path)
+
+
+def to_unit_float(frames: torch.Tensor, device: str) -> torch.Tensor:
+    """``T C H W`` uint8 or float in [0, 1] -> float32 in [0, 1] on ``device``."""
+    frames = frames.to(device, non_blocking=True)
+    return frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
+
+
+FrameScorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class MetricSuite:
+    """The requested metrics, built once. A metric that cannot be built (e.g. missing weights) is kept in
+    ``errors`` and skipped; the others still run.
+
+    ``frame_metrics`` score ``N C H W`` frame batches (one value per frame); ``pair_metrics`` score ``T C H W``
+    runs of consecutive frames (one value per consecutive pair).
+    """
+
+    def __init__(self, names: list[str], device: str, weights: MetricWeights | None = None) -> None:
+        unknown = [name for name in names if name not in METRIC_NAMES]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; choose from {list(METRIC_NAMES)}")
+        weights = weights or MetricWeights()
+        self.names = list(dict.fromkeys(names))
+        self.errors: dict[str, str] = {}
+        self.frame_metrics: dict[str, FrameScorer] = {}
+        self.pair_metrics: dict[str, FrameScorer] = {}
+        if "psnr" in self.names:
+            self.frame_metrics["psnr"] = psnr
+        if "ssim" in self.names:
+            self.frame_metrics["ssim"] = ssim
+        lpips_model = None
+        if {"lpips", "flolpips"} & set(self.names):
+            try:
+                lpips_model = build_lpips(weights.lpips_backbone, weights.lpips_heads).to(device)
+            except (OSError, KeyError, RuntimeError) as err:
+                for name in {"lpips", "flolpips"} & set(self.names):
+                    self.errors[name] = str(err)
+        if lpips_model is not None and "lpips" in self.names:
+            self.frame_metrics["lpips"] = lambda real, fake: lpips_distance(lpips_model, real, fake)
+        if lpips_model is not None and "flolpips" in self.names:
+            try:
+                flow_net = load_pwcnet(weights.pwcnet).to(device)
+            except (OSError, KeyError, RuntimeError) as err:
+                self.errors["flolpips"] = str(err)
+            else:
+                self.pair_metrics["flolpips"] = lambda real, fake: flolpips(lpips_model, flow_net, real, fake)
+
+    @property
+    def active(self) -> list[str]:
+        return [name for name in self.names if name in self.frame_metrics or name in self.pair_metrics]
+
+    @torch.inference_mode()
+    def score_video(self, real: torch.Tensor, fake: torch.Tensor, options: EvalOptions) -> dict[str, float]:
+        """Mean of every active metric over the frames (pairs) of one video; ``T C H W`` inputs."""
+        per_frame: dict[str, list[torch.Tensor]] = {name: [] for name in self.active}
+        frames = real.shape[0]
+        step = options.batch_size
+        for begin in range(0, frames, step):
+            real_chunk = to_unit_float(real[begin : begin + step], options.device)
+            fake_chunk = to_unit_float(fake[begin : begin + step], options.device)
+            for name, scorer in self.frame_metrics.items():
+                per_frame[name].append(scorer(real_chunk, fake_chunk).double().cpu())
+        if frames >= 2:
+            # Chunks of `step` pairs overlap by one frame so that every consecutive pair is scored once.
+            for begin in range(0, frames - 1, step):
+                real_chunk = to_unit_float(real[begin : begin + step + 1], options.device)
+                fake_chunk = to_unit_float(fake[begin : begin + step + 1], options.device)
+                for name, scorer in self.pair_metrics.items():
+                    per_frame[name].append(scorer(real_chunk, fake_chunk).double().cpu())
+        return {name: torch.cat(values).mean().item() for name, values in per_frame.items() if values}
+
+
+def _read_pair(pair: VideoPair, options: EvalOptions) -> tuple[torch.Tensor, torch.Tensor]:
+    return load_video(pair.real, options), load_video(pair.generated, options)
+
+
+def read_pairs_ahead(
+    pairs: list[VideoPair], options: EvalOptions
+) -> Iterator[tuple[VideoPair, tuple[torch.Tensor, torch.Tensor] | None, str | None]]:
+    """Yield ``(pair, (real, generated) or None, error or None)``, decoding up to two pairs ahead in a thread."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending: deque[tuple[VideoPair, Future]] = deque()
+        upcoming = iter(pairs)
+        for pair in upcoming:
+            pending.append((pair, pool.submit(_read_pair, pair, options)))
+            if len(pending) > PREFETCH_PAIRS:
+                break
+        while pending:
+            pair, future = pending.popleft()
+            next_pair = next(upcoming, None)
+            if next_pair is not None:
+                pending.append((next_pair, pool.submit(_read_pair, next_pair, options)))
+            try:
+                loaded, error = future.result(), None
+            except (VideoReadError, ValueError) as err:
+                loaded, error = None, str(err)
+            yield pair, loaded, error
+
+
+def match_lengths(real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, str | None]:
+    """Cut both videos to the shorter one; an error string when their frame sizes differ."""
+    if real.shape[1:] != fake.shape[1:]:
+        return real, fake, (
+            f"frame sizes differ ({tuple(real.shape[1:])} vs {tuple(fake.shape[1:])}); "
+            "use --resolution/--crop_size to compare at one size"
+        )
+    frames = min(real.shape[0], fake.shape[0])
+    return real[:frames], fake[:frames], None
+
+
+def summarise(values: list[float]) -> dict[str, float | int]:
+    """Mean, population standard deviation and count over videos."""
+    array = np.asarray(values, dtype=np.float64)
+    return {"mean": float(array.mean()), "std": float(array.std()), "count": int(array.size)}
+
+
+def evaluate(
+    real_dir: str,
+    generated_dir: str,
+    metrics: list[str],
+    options: EvalOptions | None = None,
+    weights: MetricWeights | None = None,
+    progress: Callable[[Iterator, int], Iterator] | None = None,
+) -> dict:
+    """Score every pair of videos; returns the content of ``metrics.json``.
+
+    ``progress(iterator, total)`` may wrap the loop over pairs (e.g. with tqdm).
+
+    Keys: ``metrics`` (per metric ``mean``, ``std``, ``count``, or ``error``), ``videos`` (per pairing key
+    the two paths, frame count and metric values), ``skipped`` (``only_real``, ``only_generated``,
+    ``ambiguous``, ``failed``) and the ``options`` used.
+    """
+    options = options or EvalOptions()
+    suite = MetricSuite(metrics, options.device, weights)
+    pairing = pair_videos(real_dir, generated_dir)
+    videos: dict[str, dict] = {}
+    failed: dict[str, str] = {}
+    stream = read_pairs_ahead(pairing.pairs, options) if suite.active else iter(())
+    for pair, loaded, error in progress(stream, len(pairing.pairs)) if progress else stream:
+        if loaded is not None:
+            real, fake, error = match_lengths(*loaded)
+        if error is not None:
+            failed[pair.key] = error
+            continue
+        videos[pair.key] = {"real": pair.real, "generated": pair.generated, "frames": int(real.shape[0])}
+        videos[pair.key].update(suite.score_video(real, fake, options))
+    summary: dict[str, dict] = {}
+    for name in suite.names:
+        values = [video[name] for video in videos.values() if name in video]
+        if name in suite.errors:
+            summary[name] = {"error": suite.errors[name]}
+        elif values:
+            summary[name] = summarise(values)
+        else:
+            summary[name] = {"error": "no video pair could be scored"}
+    return {
+        "real_video_dir": real_dir,
+        "generated_video_dir": generated_dir,
+        "options": asdict(options),
+        "metrics": summary,
+        "videos": videos,
+        "skipped": {
+            "only_real": pairing.only_real,
+            "only_generated": pairing.only_generated,
+            "ambiguous": pairing.ambiguous,
+            "failed": failed,
+        },
+    }
+
+
+def format_table(results: dict) -> str:
+    """A plain-text table of the summary plus the skipped files."""
+    lines = [f"{'metric':<10} {'mean':>12} {'std':>12} {'videos':>7}"]
+    for name, summary in results["metrics"].items():
+        if "error" in summary:
+            lines.append(f"{name:<10} error: {summary['error']}")
+        else:
+            arrow = "(higher is better)" if HIGHER_IS_BETTER[name] else "(lower is better)"
+            lines.append(f"{name:<10} {summary['mean']:>12.4f} {summary['std']:>12.4f} {summary['count']:>7}  {arrow}")
+    skipped = results["skipped"]
+    for path in skipped["only_real"]:
+        lines.append(f"skipped (no generated video): {path}")
+    for path in skipped["only_generated"]:
+        lines.append(f"skipped (no real video): {path}")
+    for key, paths in skipped["ambiguous"].items():
+        lines.append(f"skipped (several files pair as {key!r}): {', '.join(paths)}")
+    for key, reason in skipped["failed"].items():
+        lines.append(f"skipped {key}: {reason}")
+    return "\n".join(lines)
+
+
+def write_results(results: dict, path: str) -> None:
+    """Write ``results`` as indented JSON, creating the parent folder."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(results, handle, indent=2)

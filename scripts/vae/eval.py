@@ -1,0 +1,67 @@
+"""Score generated videos against real ones.
+
+``python scripts/vae/eval.py --real_video_dir A --generated_video_dir B --metric psnr ssim lpips flolpips
+[--num_frames N --sample_rate S --resolution R --crop_size C --batch_size B --device cuda --output metrics.json]``
+
+Videos pair by relative path after dropping the suffixes _orig/_recn/_ori/_rec/_spatial. See docs/eval.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+from tqdm import tqdm
+
+from opensora_ae.inference.evaluate import (METRIC_NAMES, EvalOptions, MetricWeights, evaluate, format_table,
+                                            write_results)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--real_video_dir", required=True, help="folder of real (reference) videos")
+    parser.add_argument("--generated_video_dir", required=True, help="folder of generated / reconstructed videos")
+    parser.add_argument("--metric", nargs="+", choices=METRIC_NAMES, default=["psnr", "ssim", "lpips"])
+    parser.add_argument("--num_frames", type=positive_int, help="frames per video (default: all)")
+    parser.add_argument("--sample_rate", type=positive_int, default=1, help="keep every n-th frame")
+    parser.add_argument("--resolution", type=positive_int, help="resize the short side to this many pixels")
+    parser.add_argument("--crop_size", type=positive_int, help="then take the centred square of this size")
+    parser.add_argument("--batch_size", type=positive_int, default=16, help="frames per metric forward pass")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--output", help="write metrics.json here")
+    parser.add_argument("--lpips_backbone", help="torchvision AlexNet weights (default: torch hub cache)")
+    parser.add_argument("--lpips_weights", help="LPIPS v0.1 AlexNet heads (default: the lpips package's)")
+    parser.add_argument("--pwcnet_weights", "--flolpips_weights", dest="pwcnet_weights",
+                        help="PWC-Net network-default.pytorch for FloLPIPS")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    options = EvalOptions(num_frames=args.num_frames, sample_rate=args.sample_rate, resolution=args.resolution,
+                          crop_size=args.crop_size, batch_size=args.batch_size, device=args.device)
+    weights = MetricWeights(args.lpips_backbone, args.lpips_weights, args.pwcnet_weights)
+    try:
+        results = evaluate(args.real_video_dir, args.generated_video_dir, args.metric, options, weights,
+                           progress=lambda pairs, total: tqdm(pairs, total=total, desc="eval", unit="video"))
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_table(results))
+    if args.output:
+        write_results(results, args.output)
+        print(f"wrote {args.output}")
+    scored = any("error" not in summary for summary in results["metrics"].values())
+    return 0 if scored else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
