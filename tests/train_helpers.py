@@ -79,7 +79,7 @@ def write_fixed_clips(folder: Path, count: int, frames: int = 4, size: int = 16,
 def tiny_config(data_path: Path, **overrides: Any) -> dict[str, Any]:
     """A training config for ``TinyConvAE`` on ``data_path`` (4 frames of 16x16); ``overrides`` replace keys."""
     cfg: dict[str, Any] = dict(
-        model=dict(target="tests.train_helpers.TinyConvAE"),
+        model=dict(target="train_helpers.TinyConvAE"),
         dataset=dict(type="video_text", data_path=str(data_path), num_frames=4, image_size=16),
         batch_size=2,
         num_workers=0,
@@ -108,18 +108,19 @@ def write_config(path: Path, cfg: dict[str, Any]) -> Path:
     return path
 
 
-def run_training(args: list[str], nproc: int = 1, timeout: int = 240, env: dict[str, str] | None = None
-                 ) -> subprocess.CompletedProcess:
-    """``scripts/vae/train.py ARGS`` in a subprocess, with torchrun when ``nproc > 1``."""
-    script = str(REPO / "scripts" / "vae" / "train.py")
+def run_training(args: list[str], nproc: int = 1, timeout: int = 240, env: dict[str, str] | None = None,
+                 instrumented: bool = False, check: bool = True) -> subprocess.CompletedProcess:
+    """``scripts/vae/train.py ARGS`` (or ``tests/train_entry.py`` when ``instrumented``) in a subprocess, with
+    torchrun when ``nproc > 1``; ``check`` fails on a non-zero exit."""
+    script = str(REPO / ("tests/train_entry.py" if instrumented else "scripts/vae/train.py"))
     if nproc > 1:
         command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
                    "--master_port", str(_free_port()), script, *args]
     else:
         command = [sys.executable, script, *args]
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
+    full_env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}", "OMP_NUM_THREADS": "1", **(env or {})}
     result = subprocess.run(command, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
-    if result.returncode != 0:
+    if check and result.returncode != 0:
         raise AssertionError(f"training failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
     return result
 

@@ -1,0 +1,176 @@
+"""Training loop, single process: loss goes down, NaN skipping, discriminator phase, checkpoints, kill + resume."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from opensora_ae.config import load_config
+from opensora_ae.losses import VAELoss
+from opensora_ae.train import checkpoint
+from opensora_ae.train.loop import OPTIONAL_KEYS, NonFiniteLossError, random_clip_length, train
+from opensora_ae.train.optim import LinearWarmupLR, build_optimizer
+
+from train_helpers import (load_safetensors, run_training, sample_video, tiny_config, write_config,
+                            write_fixed_clips)
+
+
+def _train_in_process(tmp_path: Path, cfg: dict, name: str = "run", overrides: tuple[str, ...] = ()) -> Path:
+    config = write_config(tmp_path / f"{name}.py", cfg)
+    return train(load_config(config, ["--save-dir", str(tmp_path / name), *overrides], OPTIONAL_KEYS))
+
+
+def _records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _steps(run_dir: Path) -> list[dict]:
+    return [r for r in _records(run_dir) if "event" not in r]
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    return write_fixed_clips(tmp_path_factory.mktemp("clips"), count=4, distinct=True)
+
+
+def test_loss_goes_down_on_a_real_clip(tmp_path):
+    cfg = tiny_config(sample_video(), max_steps=50, batch_size=1, ema_decay=None,
+                      dataset=dict(type="video_text", data_path=str(sample_video()), num_frames=4, image_size=32))
+    run_dir = _train_in_process(tmp_path, cfg)
+    losses = [r["loss"] for r in _steps(run_dir)]
+    assert len(losses) == 50
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.6 * first, (first, last)
+    assert (run_dir / "loss_curve.png").stat().st_size > 1000
+    assert (run_dir / "config.py").is_file()
+    record = _steps(run_dir)[-1]
+    for key in ("loss", "lr", "grad_norm", "steps_per_s", "samples_per_s", "loss_recon"):
+        assert math.isfinite(record[key]), key
+
+
+def test_checkpoint_layout_pruning_and_weights_only_loading(tmp_path, clips):
+    run_dir = _train_in_process(tmp_path, tiny_config(clips, max_steps=6, ckpt_every=2, keep_n_latest=2))
+    names = [p.name for p in checkpoint.list_checkpoints(run_dir)]
+    assert names == ["epoch1-global_step4", "epoch2-global_step6"]
+    assert not list(run_dir.glob(".*.tmp"))
+    latest = run_dir / names[-1]
+    for name in ("model.safetensors", "ema.safetensors", "optimizer.pt", "lr_scheduler.pt", "scaler.pt",
+                 "sampler.pt", "rng/rank0.pt", "running_states.json"):
+        assert (latest / name).is_file(), name
+    states = json.loads((latest / "running_states.json").read_text())
+    assert states["global_step"] == 6 and states["samples_seen"] == 12 and states["epoch"] == 2
+    # --model.from_pretrained: weights only, a fresh run starting at step 0.
+    fine_tune = _train_in_process(tmp_path, tiny_config(clips, max_steps=1), "finetune",
+                                  ("--model.from_pretrained", str(latest / "model.safetensors"), "--optim.lr", "0.0"))
+    before, after = load_safetensors(latest / "model.safetensors"), load_safetensors(
+        fine_tune / "epoch0-global_step1" / "model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_nan_loss_is_skipped_counted_and_logged(tmp_path, clips, monkeypatch):
+    calls = {"n": 0}
+    original = VAELoss.forward
+
+    def poisoned(self, *args, **kwargs):
+        terms = original(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            terms["total"] = terms["total"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(VAELoss, "forward", poisoned)
+    run_dir = _train_in_process(tmp_path, tiny_config(clips, max_steps=4))
+    skipped = [r for r in _records(run_dir) if r.get("event") == "skipped_step"]
+    assert len(skipped) == 1 and skipped[0]["step"] == 2 and len(skipped[0]["paths"]) == 2
+    assert all(p.endswith(".mp4") for p in skipped[0]["paths"])
+    states = json.loads(next(run_dir.glob("epoch*-global_step4")).joinpath("running_states.json").read_text())
+    assert states["skipped_steps"] == 1 and states["global_step"] == 4
+    assert [r["step"] for r in _steps(run_dir)] == [1, 2, 3, 4]
+
+
+def test_ten_nonfinite_losses_in_a_row_stop_the_run(tmp_path, clips, monkeypatch):
+    original = VAELoss.forward
+
+    def always_nan(self, *args, **kwargs):
+        terms = original(self, *args, **kwargs)
+        terms["total"] = terms["total"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(VAELoss, "forward", always_nan)
+    with pytest.raises(NonFiniteLossError, match="10 non-finite losses in a row"):
+        _train_in_process(tmp_path, tiny_config(clips, max_steps=20))
+
+
+def test_discriminator_phase_starts_at_the_right_iteration(tmp_path, clips):
+    cfg = tiny_config(
+        clips, max_steps=5,
+        discriminator=dict(type="N_Layer_discriminator_3D", input_nc=3, ndf=4, n_layers=2, conv_cls="conv3d"),
+        gen_loss_config=dict(gen_start=2, disc_weight=0.5),
+        disc_loss_config=dict(disc_start=3, disc_loss_type="hinge"),
+        optim_discriminator=dict(cls="HybridAdam", lr=1e-3, eps=1e-8, weight_decay=0.0, betas=(0.9, 0.98)),
+        disc_lr_scheduler=dict(warmup_steps=0),
+    )
+    run_dir = _train_in_process(tmp_path, cfg)
+    steps = _steps(run_dir)
+    # Record for step s is iteration s-1 (0-based), which gen_start/disc_start are compared with.
+    assert ["loss_gen" in r for r in steps] == [False, False, True, True, True]
+    assert ["loss_disc" in r for r in steps] == [False, False, False, True, True]
+    for record in steps[2:]:
+        assert math.isfinite(record["gen_weight"]) and record["gen_weight"] > 0
+    latest = run_dir / "epoch2-global_step5"
+    assert (latest / "discriminator.safetensors").is_file()
+    # One iteration = one autoencoder step + one discriminator step: 5 AE updates, 2 D updates.
+    ae_state = torch.load(latest / "optimizer.pt", weights_only=False)["state"]
+    disc_state = torch.load(latest / "optimizer_discriminator.pt", weights_only=False)["state"]
+    assert {float(s["step"]) for s in ae_state.values()} == {5.0}
+    assert {float(s["step"]) for s in disc_state.values()} == {2.0}
+
+
+def test_kill_and_resume_is_exact(tmp_path, clips):
+    cfg = write_config(tmp_path / "cfg.py", tiny_config(clips, max_steps=6, ckpt_every=3))
+    full = tmp_path / "full"
+    run_training([str(cfg), "--save-dir", str(full)])
+    crashed = tmp_path / "crashed"
+    result = run_training([str(cfg), "--save-dir", str(crashed)], instrumented=True, check=False,
+                          env={"TRAIN_TEST_KILL_AFTER_STEP": "4"})
+    assert result.returncode == -9, result.stderr[-2000:]
+    assert [p.name for p in checkpoint.list_checkpoints(crashed)] == ["epoch1-global_step3"]
+    run_training([str(cfg), "--load", str(crashed / "epoch1-global_step3")])
+    expected, resumed = full / "epoch2-global_step6", crashed / "epoch2-global_step6"
+    for name in ("model.safetensors", "ema.safetensors"):
+        a, b = load_safetensors(expected / name), load_safetensors(resumed / name)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    opt_a = torch.load(expected / "optimizer.pt", weights_only=False)
+    opt_b = torch.load(resumed / "optimizer.pt", weights_only=False)
+    for key, state in opt_a["state"].items():
+        for field, value in state.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(opt_b["state"][key][field])), (key, field)
+    assert json.loads((expected / "running_states.json").read_text()) == json.loads(
+        (resumed / "running_states.json").read_text())
+
+
+def test_linear_warmup_matches_open_sora():
+    optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(1))], dict(cls="AdamW", lr=1.0))
+    scheduler = LinearWarmupLR(optimizer, warmup_steps=3)
+    lrs = []
+    for _ in range(5):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs == pytest.approx([1 / 4, 2 / 4, 3 / 4, 1.0, 1.0])
+
+
+def test_bad_config_values_are_one_line_errors():
+    with pytest.raises(ValueError, match="optim.cls='SGD'"):
+        build_optimizer([torch.nn.Parameter(torch.zeros(1))], dict(cls="SGD"))
+    with pytest.raises(ValueError, match="unknown entries"):
+        build_optimizer([torch.nn.Parameter(torch.zeros(1))], dict(lr=1.0, momentum=0.9))
+
+
+def test_random_clip_length_rules():
+    assert {random_clip_length(9, "4k+1") for _ in range(200)} == {1, 5, 9}
+    assert {random_clip_length(3) for _ in range(200)} == {1, 2, 3}
