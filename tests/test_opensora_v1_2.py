@@ -194,6 +194,9 @@ def test_freeze_vae_2d_and_gradient_checkpointing():
         return [p.grad.clone() for p in frozen.temporal_vae.parameters()]
 
     plain = latent_loss_grads()
+    stages = frozen(x, return_stages=True, pixel_grad=False)
+    assert stages["x_z_rec"].requires_grad and not stages["x_rec"].requires_grad
+    assert stages["x_rec"].shape == x.shape and stages["z_raw"].shape == (1, 4, 2, 2, 2)
     assert all(p.grad is None for p in frozen.spatial_vae.parameters())
     frozen.set_gradient_checkpointing(True)
     assert frozen.temporal_vae.encoder.gradient_checkpointing and frozen.spatial_vae.module.encoder.gradient_checkpointing

@@ -442,15 +442,21 @@ class OpenSoraVAEV12(PretrainedMixin, VideoAutoencoder):
         return self.decode_spatial(self.decode_temporal(self.denormalize(z), num_frames))
 
     def forward_stages(
-        self, x: torch.Tensor, sample_posterior: bool = True, decode_pixels: bool = True, decode_spatial_only: bool = False
+        self,
+        x: torch.Tensor,
+        sample_posterior: bool = True,
+        decode_pixels: bool = True,
+        pixel_grad: bool = True,
+        decode_spatial_only: bool = False,
     ) -> dict[str, Any]:
         """Run the whole pipeline on pixels ``B 3 T H W`` and return every intermediate.
 
         Keys: ``x_z`` spatial latent (``B 4 T h w``, scaled by 0.18215); ``posterior`` temporal posterior;
         ``z_raw`` temporal latent before normalisation (what the identity loss compares with ``x_z``);
         ``z`` normalised latent; ``x_z_rec`` temporal reconstruction of ``x_z``; ``x_rec`` pixels decoded from
-        ``x_z_rec`` (None when ``decode_pixels`` is False, e.g. for latent-only losses); ``x_rec_spatial`` pixels
-        decoded from ``x_z`` by the 2-D VAE alone (only when ``decode_spatial_only``, else None).
+        ``x_z_rec`` (None when ``decode_pixels`` is False; decoded without a graph when ``pixel_grad`` is False, which
+        is what latent-only losses (training stages 1 and 2) want: ``x_rec`` is then only logged); ``x_rec_spatial``
+        pixels decoded from ``x_z`` by the 2-D VAE alone (only when ``decode_spatial_only``, else None).
         """
         x_z = self.encode_spatial(x, sample_posterior)
         posterior = self.encode_temporal(x_z)
@@ -462,15 +468,23 @@ class OpenSoraVAEV12(PretrainedMixin, VideoAutoencoder):
             z_raw=z_raw,
             z=self.normalize(z_raw),
             x_z_rec=x_z_rec,
-            x_rec=self.decode_spatial(x_z_rec) if decode_pixels else None,
+            x_rec=self._decode_pixels(x_z_rec, pixel_grad) if decode_pixels else None,
             x_rec_spatial=self.decode_spatial(x_z) if decode_spatial_only else None,
         )
 
+    def _decode_pixels(self, x_z_rec: torch.Tensor, pixel_grad: bool) -> torch.Tensor:
+        with torch.set_grad_enabled(pixel_grad and torch.is_grad_enabled()):
+            return self.decode_spatial(x_z_rec)
+
     def forward(
-        self, x: torch.Tensor, sample_posterior: bool = True
-    ) -> tuple[torch.Tensor, DiagonalGaussianDistribution, torch.Tensor]:
-        """Reconstruct pixels ``B 3 T H W``; returns ``(x_rec, temporal posterior, normalised z)``."""
-        stages = self.forward_stages(x, sample_posterior)
+        self, x: torch.Tensor, sample_posterior: bool = True, return_stages: bool = False, pixel_grad: bool = True
+    ) -> tuple[torch.Tensor, DiagonalGaussianDistribution, torch.Tensor] | dict[str, Any]:
+        """Reconstruct pixels ``B 3 T H W``; returns ``(x_rec, temporal posterior, normalised z)``, or with
+        ``return_stages`` the dict of :meth:`forward_stages` (the training loop's ``forward_kwargs`` for the
+        Open-Sora 1.2 latent losses, usually with ``pixel_grad=False``)."""
+        stages = self.forward_stages(x, sample_posterior, pixel_grad=pixel_grad)
+        if return_stages:
+            return stages
         return stages["x_rec"], stages["posterior"], stages["z"]
 
     @torch.no_grad()
