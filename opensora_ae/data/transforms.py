@@ -55,17 +55,18 @@ def resize_crop(frames: np.ndarray | torch.Tensor, height: int, width: int,
     or at the centre when ``rng`` is None (inference).
     """
     video = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
-    if video.ndim != 4 or video.shape[-1] != 3:
-        raise ValueError(f"resize_crop expects T H W 3 frames, got shape {tuple(video.shape)}")
-    video = video.permute(0, 3, 1, 2).float()  # T C H W for interpolate
+    if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != torch.uint8:
+        raise ValueError(f"resize_crop expects T H W 3 uint8 frames, got shape {tuple(video.shape)} {video.dtype}")
+    # T H W C seen as T C H W is channels-last: torch's fast uint8 resize path, no full-size float copy.
+    video = video.permute(0, 3, 1, 2)
     src_h, src_w = video.shape[-2:]
     scale = max(height / src_h, width / src_w)
     resized_h, resized_w = max(height, round(src_h * scale)), max(width, round(src_w * scale))
     if (resized_h, resized_w) != (src_h, src_w):
         video = F.interpolate(video, size=(resized_h, resized_w), mode="bilinear", align_corners=False,
-                              antialias=scale < 1).clamp_(0, 255)
+                              antialias=scale < 1)
     top, left = _crop_offsets(resized_h - height, resized_w - width, rng)
-    video = video[:, :, top:top + height, left:left + width]
+    video = video[:, :, top:top + height, left:left + width].float()
     return (video / 127.5 - 1.0).permute(1, 0, 2, 3).contiguous()
 
 
