@@ -19,6 +19,7 @@ from opensora_ae.models.causal_vae_blocks import (
     Downsample,
     ResnetBlock2D,
     ResnetBlock3D,
+    SingleHeadAttentionBlock,
     SpatialDownsample2x,
     SpatialUpsample2x,
     TimeDownsample2x,
@@ -120,6 +121,16 @@ def test_release_v1_0_config_layout() -> None:
     assert not [key for key in shapes if "time_" in key]
     assert type(model.encoder.mid.attn_1) is AttnBlock3D and type(model.decoder.mid.attn_1) is AttnBlock3D
     assert model.compression == (4, 8, 8)
+
+
+def test_checkpoint_hint_names_the_matching_config() -> None:
+    weights = load_file(str(FIXTURE / "weights.safetensors"))
+    assert "v1_1.json" in CausalVAEModel.checkpoint_hint(weights)
+    assert "hidden_size=32" in CausalVAEModel.checkpoint_hint(weights)
+    with torch.device("meta"):
+        v1_0 = CausalVAEModel.from_config_file(CONFIGS / "release.json").state_dict()
+    assert "release.json" in CausalVAEModel.checkpoint_hint(v1_0)
+    assert CausalVAEModel.checkpoint_hint({"decoder.conv_out.weight": torch.zeros(1)}) is None
 
 
 def test_bad_config_names_the_key() -> None:
@@ -294,8 +305,10 @@ def test_resnet3d_is_causal_with_3d_keys() -> None:
     ), atol=1e-5)
 
 
-def _attention_reference(block: AttnBlock3DFix, x: torch.Tensor, fold) -> torch.Tensor:
-    """softmax(q^T k / sqrt(C)) v with explicit matmuls on the token groups that ``fold`` makes."""
+def _attention_reference(
+    block: SingleHeadAttentionBlock, x: torch.Tensor, fold
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention weights softmax(q^T k / sqrt(C)) and values, on the ``(groups, C, N)`` token groups ``fold`` makes."""
     h = block.norm(x)
     q, k, v = (fold(proj(h)) for proj in (block.q, block.k, block.v))  # (groups, C, N)
     weights = torch.softmax(q.transpose(1, 2) @ k * q.shape[1] ** -0.5, dim=2)

@@ -364,6 +364,20 @@ class CausalVAEModel(PretrainedMixin, VideoAutoencoder):
         return {k: v for k, v in state_dict.items() if not k.startswith(("loss.", "module.loss."))}
 
     @classmethod
+    def checkpoint_hint(cls, state_dict: StateDict) -> str | None:
+        """Name the shipped config whose layout a mismatching Open-Sora-Plan checkpoint has (None if neither)."""
+        conv_in = state_dict.get("encoder.conv_in.weight", state_dict.get("encoder.conv_in.conv.weight"))
+        if conv_in is None:
+            return None
+        if conv_in.ndim == 4 and any(key.endswith("time_downsample.mix_factor") for key in state_dict):
+            layout = "v1.1 (2-D conv_in, TimeDownsampleRes2x): configs/vae/causal_vae/v1_1.json"
+        elif conv_in.ndim == 5 and "encoder.down.0.downsample.conv.conv.weight" in state_dict:
+            layout = "v1.0 (all causal 3-D, SpatialDownsample2x): configs/vae/causal_vae/release.json"
+        else:
+            return None
+        return f"the checkpoint has the Open-Sora-Plan {layout} with hidden_size={conv_in.shape[0]}"
+
+    @classmethod
     def config_from_pretrained_dir(cls, folder: str | os.PathLike) -> dict[str, Any]:
         """Constructor kwargs from the folder's release-style ``config.json`` (``{}`` when there is none)."""
         path = Path(folder) / "config.json"

@@ -15,6 +15,7 @@ Blocks come in kinds with one constructor signature each (see ``BLOCK_KINDS``):
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Callable
 
 import torch
@@ -88,10 +89,10 @@ class ResnetBlock2D(ResnetBlock):
         return apply_per_frame(super().forward, x)
 
 
-class AttnBlock3DFix(nn.Module):
-    """Single-head self-attention over the ``H*W`` positions of each frame, with a residual.
+class SingleHeadAttentionBlock(nn.Module, ABC):
+    """``x + proj_out(attention(q, k, v))`` with ``q, k, v`` 1x1x1 causal convs of ``GroupNorm(x)``, one head.
 
-    ``norm -> q, k, v (1x1x1 convs) -> softmax(q k^T / sqrt(C)) v -> proj_out``; frames do not see each other.
+    Subclasses define ``attend``: which positions form one attention group.
     """
 
     def __init__(self, channels: int) -> None:
@@ -106,8 +107,15 @@ class AttnBlock3DFix(nn.Module):
         h = self.norm(x)
         return x + self.proj_out(self.attend(self.q(h), self.k(h), self.v(h)))
 
+    @abstractmethod
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``B C T H W`` queries/keys/values -> ``B C T H W`` attention output, per frame."""
+        """``B C T H W`` queries/keys/values -> ``B C T H W``: ``softmax(q k^T / sqrt(C)) v`` within each group."""
+
+
+class AttnBlock3DFix(SingleHeadAttentionBlock):
+    """Self-attention over the ``H*W`` positions of each frame; frames do not see each other."""
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         b, c, t, h, w = q.shape
 
         def tokens(y: torch.Tensor) -> torch.Tensor:
@@ -117,12 +125,13 @@ class AttnBlock3DFix(nn.Module):
         return out.reshape(b, t, h, w, c).permute(0, 4, 1, 2, 3)
 
 
-class AttnBlock3D(AttnBlock3DFix):
-    """The v1.0 attention block, kept bit-for-bit for the v1.0 weights.
+class AttnBlock3D(SingleHeadAttentionBlock):
+    """The v1.0 attention block, kept exact for the v1.0 weights.
 
     It reshapes ``B C T H W`` straight to ``(B T) C (H W)`` without first moving T next to B, so each of the
     ``B*T`` attention groups is a slab of ``C*H*W`` consecutive values of the channel-major tensor: the groups
-    mix channels and frames instead of being frames. The fix (``AttnBlock3DFix``) attends within real frames.
+    mix channels and frames instead of being frames. ``AttnBlock3DFix`` attends within real frames; for a
+    single frame the two agree.
     """
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
