@@ -1,0 +1,404 @@
+"""HunyuanVideo causal 3-D VAE (the autoencoder of HunyuanVideo, reused by Open-Sora 2.0).
+
+Encoder: causal conv in -> down blocks (resnets, then a strided causal conv) -> mid block (resnet,
+frame-causal attention, resnet) -> GroupNorm, SiLU, causal conv out to ``2 * latent_channels`` -> 1x1x1
+``quant_conv`` -> diagonal Gaussian. Decoder mirrors it with causal nearest upsampling. Every conv pads
+``k - 1`` copies of the first frame in front and replicates edge pixels in space, so frame ``t`` never sees
+later frames and ``4k + 1`` frames map to ``k + 1`` latents (the first frame alone).
+
+State-dict keys are those of the Tencent release and of diffusers' ``AutoencoderKLHunyuanVideo``
+(``encoder.down_blocks.0.resnets.0.conv1.conv.weight``, ``encoder.mid_block.attentions.0.to_q.weight``, ...).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..registry import MODELS
+from .base import VideoAutoencoder
+from .checkpoint_io import CONFIG_FILE_NAME, CheckpointError, PretrainedMixin, StateDict, save_state_dict_file
+from .layers.attention import VideoSelfAttention
+from .layers.conv import CausalConv3d
+from .layers.posterior import DiagonalGaussianDistribution
+from .layers.resnet import ResnetBlock
+from .layers.sampling import CausalDownsample, CausalUpsample
+from .layers.tiling import TilingConfig, VideoTiler
+
+NORM_EPS = 1e-6
+# diffusers' AutoencoderKLHunyuanVideo: class name, weights file, and its config names that differ from ours.
+DIFFUSERS_CLASS = "AutoencoderKLHunyuanVideo"
+DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
+DIFFUSERS_TO_OURS = {"scaling_factor": "scale_factor", "temporal_compression_ratio": "time_compression_ratio"}
+DIFFUSERS_BLOCK_TYPES = {"down_block_types": "HunyuanVideoDownBlock3D", "up_block_types": "HunyuanVideoUpBlock3D"}
+# The Tencent release stores the VAE inside a bigger dict under this prefix.
+TENCENT_PREFIX = "vae."
+
+
+def _causal_conv(in_channels: int, out_channels: int, kernel_size: int) -> CausalConv3d:
+    """HunyuanVideo's conv: ``kt - 1`` replicated first frames in front, replicate padding in H and W."""
+    return CausalConv3d(in_channels, out_channels, kernel_size, time_pad="replicate", space_pad="replicate")
+
+
+def _resnet(in_channels: int, out_channels: int, num_groups: int, dropout: float) -> ResnetBlock:
+    return ResnetBlock(in_channels, out_channels, _causal_conv, num_groups=num_groups, eps=NORM_EPS, dropout=dropout)
+
+
+def _run(module: nn.Module, x: torch.Tensor, use_checkpoint: bool) -> torch.Tensor:
+    """Apply ``module``, through activation checkpointing while training with it enabled."""
+    if use_checkpoint and torch.is_grad_enabled():
+        return checkpoint(module, x, use_reentrant=False)
+    return module(x)
+
+
+def stage_factors(num_blocks: int, spatial_ratio: int, time_ratio: int) -> list[tuple[int, int, int]]:
+    """Per-stage ``(t, h, w)`` resampling factors of the encoder (decoder: the same list reversed in order).
+
+    Space is resampled in the first ``log2(spatial_ratio)`` stages, time in the last ``log2(time_ratio)``
+    stages before the final one (which never resamples): released (4 blocks, 8, 4) gives
+    ``(1,2,2), (2,2,2), (2,2,2), (1,1,1)``.
+    """
+    num_space, num_time = int(math.log2(spatial_ratio)), int(math.log2(time_ratio))
+    if 2**num_space != spatial_ratio or 2**num_time != time_ratio:
+        raise ValueError(f"hunyuan_vae: compression ratios must be powers of 2, got {spatial_ratio=} {time_ratio=}")
+    if num_space > num_blocks - 1 or num_time > num_blocks - 1:
+        raise ValueError(
+            f"hunyuan_vae: {num_blocks} blocks allow at most {num_blocks - 1} resampling stages, got "
+            f"spatial_compression_ratio={spatial_ratio} and time_compression_ratio={time_ratio}"
+        )
+    factors = []
+    for i in range(num_blocks):
+        is_final = i == num_blocks - 1
+        space = 2 if i < num_space else 1
+        time = 2 if (i >= num_blocks - 1 - num_time and not is_final) else 1
+        factors.append((time, space, space))
+    return factors
+
+
+class DownBlock(nn.Module):
+    """``layers_per_block`` resnets, then an optional strided causal conv (key ``downsamplers.0``)."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, num_layers: int, stride: tuple[int, int, int], num_groups: int,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        self.resnets = nn.ModuleList(
+            _resnet(in_channels if i == 0 else out_channels, out_channels, num_groups, dropout) for i in range(num_layers)
+        )
+        self.downsamplers = None
+        if stride != (1, 1, 1):
+            self.downsamplers = nn.ModuleList([CausalDownsample(out_channels, stride=stride)])
+        self.gradient_checkpointing = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for resnet in self.resnets:
+            x = _run(resnet, x, self.gradient_checkpointing)
+        if self.downsamplers is not None:
+            x = self.downsamplers[0](x)
+        return x
+
+
+class UpBlock(nn.Module):
+    """``layers_per_block + 1`` resnets, then an optional causal upsampler (key ``upsamplers.0``)."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, num_layers: int, scale: tuple[int, int, int], num_groups: int,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        self.resnets = nn.ModuleList(
+            _resnet(in_channels if i == 0 else out_channels, out_channels, num_groups, dropout) for i in range(num_layers)
+        )
+        self.upsamplers = None
+        if scale != (1, 1, 1):
+            self.upsamplers = nn.ModuleList([CausalUpsample(out_channels, scale_factor=scale)])
+        self.gradient_checkpointing = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for resnet in self.resnets:
+            x = _run(resnet, x, self.gradient_checkpointing)
+        if self.upsamplers is not None:
+            x = self.upsamplers[0](x)
+        return x
+
+
+class MidBlock(nn.Module):
+    """resnet -> frame-causal single-head self-attention -> resnet, at the lowest resolution."""
+
+    def __init__(self, channels: int, num_groups: int, dropout: float, add_attention: bool) -> None:
+        super().__init__()
+        self.resnets = nn.ModuleList(_resnet(channels, channels, num_groups, dropout) for _ in range(2))
+        self.attentions = nn.ModuleList(
+            [VideoSelfAttention(channels, num_heads=1, num_groups=num_groups, eps=NORM_EPS, causal=True)]
+            if add_attention
+            else []
+        )
+        self.gradient_checkpointing = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = _run(self.resnets[0], x, self.gradient_checkpointing)
+        for attention in self.attentions:
+            x = _run(attention, x, self.gradient_checkpointing)
+        return _run(self.resnets[1], x, self.gradient_checkpointing)
+
+
+def _norm_act_conv(norm: nn.GroupNorm, conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """GroupNorm -> SiLU -> conv; SiLU runs in place on the fresh norm output (safe for autograd too)."""
+    return conv(F.silu(norm(x), inplace=not torch.is_grad_enabled()))
+
+
+class HunyuanEncoder(nn.Module):
+    """``B in_channels T H W -> B 2*latent_channels t h w`` (before ``quant_conv``)."""
+
+    def __init__(
+        self, in_channels: int, latent_channels: int, block_out_channels: Sequence[int], layers_per_block: int,
+        num_groups: int, factors: list[tuple[int, int, int]], add_attention: bool, dropout: float,
+    ) -> None:
+        super().__init__()
+        self.conv_in = _causal_conv(in_channels, block_out_channels[0], 3)
+        self.down_blocks = nn.ModuleList()
+        previous = block_out_channels[0]
+        for width, stride in zip(block_out_channels, factors):
+            self.down_blocks.append(DownBlock(previous, width, layers_per_block, stride, num_groups, dropout))
+            previous = width
+        self.mid_block = MidBlock(previous, num_groups, dropout, add_attention)
+        self.conv_norm_out = nn.GroupNorm(num_groups, previous, eps=NORM_EPS)
+        self.conv_out = _causal_conv(previous, 2 * latent_channels, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_in(x)
+        for block in self.down_blocks:
+            x = block(x)
+        x = self.mid_block(x)
+        return _norm_act_conv(self.conv_norm_out, self.conv_out, x)
+
+
+class HunyuanDecoder(nn.Module):
+    """``B latent_channels t h w -> B out_channels T H W`` (after ``post_quant_conv``)."""
+
+    def __init__(
+        self, latent_channels: int, out_channels: int, block_out_channels: Sequence[int], layers_per_block: int,
+        num_groups: int, factors: list[tuple[int, int, int]], add_attention: bool, dropout: float,
+    ) -> None:
+        super().__init__()
+        widths = list(reversed(block_out_channels))
+        self.conv_in = _causal_conv(latent_channels, widths[0], 3)
+        self.mid_block = MidBlock(widths[0], num_groups, dropout, add_attention)
+        self.up_blocks = nn.ModuleList()
+        previous = widths[0]
+        for width, scale in zip(widths, factors):
+            self.up_blocks.append(UpBlock(previous, width, layers_per_block + 1, scale, num_groups, dropout))
+            previous = width
+        self.conv_norm_out = nn.GroupNorm(num_groups, previous, eps=NORM_EPS)
+        self.conv_out = _causal_conv(previous, out_channels, 3)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.conv_in(z)
+        x = self.mid_block(x)
+        for block in self.up_blocks:
+            x = block(x)
+        return _norm_act_conv(self.conv_norm_out, self.conv_out, x)
+
+
+@MODELS.register_module("hunyuan_vae")
+class HunyuanVAE(PretrainedMixin, VideoAutoencoder):
+    """HunyuanVideo causal 3-D VAE (KL), 4x8x8 compression, 16 latent channels when released.
+
+    Pixels ``B 3 T H W`` in [-1, 1] with ``T = 4k + 1`` and ``H, W`` multiples of 8 give latents
+    ``B 16 (k+1) H/8 W/8``, returned as ``scale_factor * (z - shift_factor)``.
+
+    Args:
+        in_channels, out_channels: pixel channels.
+        latent_channels: latent width (16 released).
+        block_out_channels: stage widths (128, 256, 512, 512 released).
+        layers_per_block: resnets per encoder stage (decoder stages get one more).
+        norm_num_groups: GroupNorm groups everywhere.
+        scale_factor, shift_factor: latent normalisation, ``z = scale * (mean - shift)``.
+        time_compression_ratio, spatial_compression_ratio: 4 and 8 released.
+        mid_block_add_attention: keep the frame-causal mid-block attention.
+        dropout: dropout inside the resnets.
+        act_fn: only ``"silu"`` (the released activation).
+        use_spatial_tiling, use_temporal_tiling, spatial_tile_size, temporal_tile_size, tile_overlap_factor:
+            tiled inference (``layers/tiling.py``); Open-Sora 2.0 runs the released model with both on,
+            256 px, 64 frames (a temporal tile reads 65 frames = 17 latents), overlap 0.25.
+    """
+
+    causal = True
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        latent_channels: int = 16,
+        block_out_channels: Sequence[int] = (128, 256, 512, 512),
+        layers_per_block: int = 2,
+        norm_num_groups: int = 32,
+        scale_factor: float = 0.476986,
+        shift_factor: float = 0.0,
+        time_compression_ratio: int = 4,
+        spatial_compression_ratio: int = 8,
+        mid_block_add_attention: bool = True,
+        dropout: float = 0.0,
+        act_fn: str = "silu",
+        use_spatial_tiling: bool = False,
+        use_temporal_tiling: bool = False,
+        spatial_tile_size: int = 256,
+        temporal_tile_size: int = 64,
+        tile_overlap_factor: float = 0.25,
+    ) -> None:
+        super().__init__()
+        if act_fn != "silu":
+            raise ValueError(f"hunyuan_vae: act_fn={act_fn!r} is not supported; HunyuanVideo uses 'silu'")
+        block_out_channels = tuple(block_out_channels)
+        # The decoder resamples stage by stage like the encoder: block 0 in space only, then space and time.
+        factors = stage_factors(len(block_out_channels), spatial_compression_ratio, time_compression_ratio)
+        self.latent_channels = latent_channels
+        self.compression = (time_compression_ratio, spatial_compression_ratio, spatial_compression_ratio)
+        self.scale_factor = scale_factor
+        self.shift_factor = shift_factor
+        self.encoder = HunyuanEncoder(
+            in_channels, latent_channels, block_out_channels, layers_per_block, norm_num_groups, factors,
+            mid_block_add_attention, dropout,
+        )
+        self.decoder = HunyuanDecoder(
+            latent_channels, out_channels, block_out_channels, layers_per_block, norm_num_groups, factors,
+            mid_block_add_attention, dropout,
+        )
+        # Plain 1x1x1 convs (keys "quant_conv.weight"), not causal convs.
+        self.quant_conv = nn.Conv3d(2 * latent_channels, 2 * latent_channels, 1)
+        self.post_quant_conv = nn.Conv3d(latent_channels, latent_channels, 1)
+        tiling = TilingConfig(
+            use_spatial_tiling, use_temporal_tiling, spatial_tile_size, temporal_tile_size, tile_overlap_factor
+        )
+        self.tiler = VideoTiler(tiling, self.compression, causal=True)
+
+    # ---- interface --------------------------------------------------------------------------------------------
+    def encode_moments(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixels ``B 3 T H W`` -> posterior parameters ``B 2C t h w`` (mean, then log-variance), tiled as set."""
+        self._check_pixels(x)
+        return self.tiler.encode(x, lambda clip: self.quant_conv(self.encoder(clip)))
+
+    def decode_latent(self, z: torch.Tensor) -> torch.Tensor:
+        """Unscaled latent ``B C t h w`` -> pixels ``B 3 T H W`` (``T = 4(t - 1) + 1``), tiled as set."""
+        return self.tiler.decode(z, lambda tile: self.decoder(self.post_quant_conv(tile)))
+
+    def encode_with_posterior(
+        self, x: torch.Tensor, sample_posterior: bool = False, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, DiagonalGaussianDistribution]:
+        """Pixels ``B 3 T H W`` in [-1, 1] -> ``(scale * (z - shift), posterior)``; z is the mean unless sampled."""
+        posterior = DiagonalGaussianDistribution(self.encode_moments(x))
+        z = posterior.sample(generator) if sample_posterior else posterior.mode()
+        return self.scale_factor * (z - self.shift_factor), posterior
+
+    def decode(self, z: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+        """Scaled latent ``B C t h w`` -> pixels ``B 3 T H W``, cropped to ``num_frames`` when given."""
+        if z.ndim != 5 or z.shape[1] != self.latent_channels:
+            raise ValueError(
+                f"hunyuan_vae.decode: expected a latent B {self.latent_channels} t h w, got shape {tuple(z.shape)}"
+            )
+        x = self.decode_latent(z / self.scale_factor + self.shift_factor)
+        return x if num_frames is None else x[:, :, :num_frames]
+
+    def get_last_layer(self) -> torch.Tensor:
+        return self.decoder.conv_out.conv.weight
+
+    def _check_pixels(self, x: torch.Tensor) -> None:
+        _, cs, _ = self.compression
+        if x.ndim != 5:
+            raise ValueError(f"hunyuan_vae.encode: expected pixels B C T H W, got shape {tuple(x.shape)}")
+        if x.shape[-1] % cs or x.shape[-2] % cs:
+            raise ValueError(
+                f"hunyuan_vae.encode: height and width must be multiples of {cs}, got {x.shape[-2]}x{x.shape[-1]}; "
+                f"resize or crop the clip"
+            )
+
+    # ---- checkpoints ------------------------------------------------------------------------------------------
+    @classmethod
+    def convert_state_dict(cls, state_dict: StateDict) -> StateDict:
+        """Take the ``vae.*`` entries of a Tencent ``pytorch_model.pt`` (prefix stripped); others pass as is."""
+        if any(key.startswith(TENCENT_PREFIX) for key in state_dict):
+            return {k[len(TENCENT_PREFIX) :]: v for k, v in state_dict.items() if k.startswith(TENCENT_PREFIX)}
+        return state_dict
+
+    @classmethod
+    def config_from_pretrained_dir(cls, folder: str | os.PathLike) -> dict[str, Any]:
+        """Constructor kwargs of a toolkit folder, or of a diffusers ``AutoencoderKLHunyuanVideo`` folder."""
+        path = Path(folder) / CONFIG_FILE_NAME
+        if not path.is_file():
+            return {}
+        config = json.loads(path.read_text())
+        if config.get("_class_name") != DIFFUSERS_CLASS:
+            return super().config_from_pretrained_dir(folder)
+        return _config_from_diffusers(config, path)
+
+    def save_pretrained(self, folder: str | os.PathLike, format: str = "toolkit") -> Path:
+        """Write ``folder`` as a toolkit folder (``config.json`` + ``model.safetensors``) or, with
+        ``format="diffusers"``, as a folder that ``diffusers.AutoencoderKLHunyuanVideo.from_pretrained`` loads
+        (``config.json`` + ``diffusion_pytorch_model.safetensors``; the key names are the same)."""
+        if format == "toolkit":
+            return super().save_pretrained(folder)
+        if format != "diffusers":
+            raise ValueError(f"hunyuan_vae.save_pretrained: format={format!r}; use 'toolkit' or 'diffusers'")
+        folder = Path(folder)
+        config = self._diffusers_config()
+        save_state_dict_file(self.state_dict(), folder / DIFFUSERS_WEIGHTS)
+        (folder / CONFIG_FILE_NAME).write_text(json.dumps(config, indent=2) + "\n")
+        return folder
+
+    def _diffusers_config(self) -> dict[str, Any]:
+        if self.shift_factor != 0 or any(isinstance(m, nn.Dropout) and m.p > 0 for m in self.modules()):
+            raise ValueError(
+                "hunyuan_vae.save_pretrained(format='diffusers'): diffusers' AutoencoderKLHunyuanVideo has no "
+                "shift_factor or dropout; save with format='toolkit' instead"
+            )
+        encoder_blocks = self.encoder.down_blocks
+        ct, cs, _ = self.compression
+        return {
+            "_class_name": DIFFUSERS_CLASS,
+            "_diffusers_version": _diffusers_version(),
+            "in_channels": self.encoder.conv_in.conv.in_channels,
+            "out_channels": self.decoder.conv_out.conv.out_channels,
+            "latent_channels": self.latent_channels,
+            "down_block_types": [DIFFUSERS_BLOCK_TYPES["down_block_types"]] * len(encoder_blocks),
+            "up_block_types": [DIFFUSERS_BLOCK_TYPES["up_block_types"]] * len(encoder_blocks),
+            "block_out_channels": [block.resnets[0].conv1.conv.out_channels for block in encoder_blocks],
+            "layers_per_block": len(encoder_blocks[0].resnets),
+            "act_fn": "silu",
+            "norm_num_groups": self.encoder.conv_norm_out.num_groups,
+            "scaling_factor": self.scale_factor,
+            "spatial_compression_ratio": cs,
+            "temporal_compression_ratio": ct,
+            "mid_block_add_attention": len(self.encoder.mid_block.attentions) > 0,
+        }
+
+
+def _config_from_diffusers(config: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Map a diffusers ``AutoencoderKLHunyuanVideo`` config onto ``HunyuanVAE`` kwargs."""
+    for key, block_type in DIFFUSERS_BLOCK_TYPES.items():
+        unsupported = sorted(set(config.pop(key, [block_type])) - {block_type})
+        if unsupported:
+            raise CheckpointError(f"{path}: {key} {unsupported} are not supported; only {block_type!r}")
+    kwargs = {DIFFUSERS_TO_OURS.get(k, k): v for k, v in config.items() if not k.startswith("_")}
+    known = set(inspect.signature(HunyuanVAE.__init__).parameters) - {"self"}
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise CheckpointError(f"{path}: unknown {DIFFUSERS_CLASS} config keys {unknown}; known: {sorted(known)}")
+    return kwargs
+
+
+def _diffusers_version() -> str:
+    try:
+        return version("diffusers")
+    except PackageNotFoundError:  # the field is informational; AutoencoderKLHunyuanVideo exists since 0.32.0
+        return "0.32.0"
