@@ -68,7 +68,7 @@ class BucketBatchSampler(Sampler[list[SampleRequest]]):
         self.epoch = 0
         self._start_batch = 0  # batches to skip in the next iteration (set by load_state_dict)
         self._done = 0  # batches yielded so far in the current epoch on this rank
-        self._cache: tuple[int, list[list[SampleRequest]]] | None = None
+        self._cache: tuple[tuple[int, int], list[list[SampleRequest]]] | None = None
         self.eligible, self.excluded = self._eligible_samples()
         if not self.eligible:
             raise ValueError(f"no sample of {dataset.data_path} fits {self._describe_targets()}: all "
@@ -132,7 +132,7 @@ class BucketBatchSampler(Sampler[list[SampleRequest]]):
 
     def epoch_batches(self) -> list[list[SampleRequest]]:
         """All batches of the current epoch for this rank (cached per epoch)."""
-        if self._cache is not None and self._cache[0] == self.epoch:
+        if self._cache is not None and self._cache[0] == (self.seed, self.epoch):
             return self._cache[1]
         shuffle_rng = self._epoch_rng(_SHUFFLE)
         batches: list[tuple[Target, list[int]]] = []
@@ -147,7 +147,7 @@ class BucketBatchSampler(Sampler[list[SampleRequest]]):
             batches = [batches[i] for i in shuffle_rng.permutation(len(batches))]
         batches = self._mix_images(batches)
         requests = self._to_requests(self._shard(batches))
-        self._cache = (self.epoch, requests)
+        self._cache = ((self.seed, self.epoch), requests)
         return requests
 
     def _mix_images(self, batches: list[tuple[Target, list[int]]]) -> list[tuple[Target, list[int]]]:
