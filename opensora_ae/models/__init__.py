@@ -62,5 +62,9 @@ def _with_folder_config(cfg: dict[str, Any], folder_config: dict[str, Any]) -> d
 
 
 from . import discriminator  # noqa: E402,F401  (registers N_Layer_discriminator_3D in DISCRIMINATORS)
-from . import opensora_v1_2  # noqa: E402,F401  (registers opensora_v1_2_vae)
 from . import causal_vae  # noqa: E402,F401  (registers causal_vae)
+
+# Family modules (importing them registers their classes in MODELS).
+from . import dc_ae  # noqa: E402,F401
+from . import opensora_v1_2  # noqa: E402,F401  (registers opensora_v1_2_vae)
+from . import hunyuan_vae  # noqa: E402,F401  (registers hunyuan_vae)

@@ -217,7 +217,7 @@ def _listing(title: str, keys: list[str]) -> str:
     return f"{len(keys)} {title}: [{shown}{more}]"
 
 
-def _mismatch_message(model: nn.Module, source_name: str, result: LoadResult, checkpoint_keys: Iterable[str]) -> str:
+def _mismatch_message(model: nn.Module, source_name: str, result: LoadResult, state_dict: StateDict) -> str:
     parts = [f"{source_name} does not fit {type(model).__name__}"]
     if result.missing:
         parts.append(_listing("missing keys", result.missing))
@@ -225,9 +225,10 @@ def _mismatch_message(model: nn.Module, source_name: str, result: LoadResult, ch
         parts.append(_listing("unexpected keys", result.unexpected))
     if result.mismatched:
         parts.append(_listing("shape mismatches", result.mismatched))
-    family = detect_checkpoint_family(checkpoint_keys)
+    family = detect_checkpoint_family(state_dict)
+    # Families may name the exact config a checkpoint needs: checkpoint_hint(state_dict) -> str | None.
     hint = getattr(model, "checkpoint_hint", None)
-    extra = hint(dict.fromkeys(checkpoint_keys)) if callable(hint) else None
+    extra = hint(state_dict) if callable(hint) else None
     if family is not None:
         parts.append(f"keys look like {family[1]} (model type {family[0]!r})")
     if extra:
@@ -279,7 +280,7 @@ def load_weights(
         ],
     )
     if strict and not result.ok:
-        raise CheckpointError(_mismatch_message(model, source_name, result, state_dict.keys()))
+        raise CheckpointError(_mismatch_message(model, source_name, result, state_dict))
     loadable = {k: v for k, v in state_dict.items() if k in model_state and v.shape == model_state[k].shape}
     model.load_state_dict(loadable, strict=False, assign=_is_meta(model))
     return result
@@ -324,6 +325,14 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     raise TypeError(f"constructor argument of type {type(value).__name__} cannot be stored in config.json")
+
+
+def _lists(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_lists(item) for item in value]
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    return value
 
 
 def registry_name(cls: type) -> str | None:
@@ -425,7 +434,8 @@ def _capture_config(init: Any) -> Any:
                 elif kind is not inspect.Parameter.VAR_POSITIONAL:
                     config[name] = value
             # Plain attribute set before nn.Module.__init__ runs: bypass Module.__setattr__ bookkeeping.
-            object.__setattr__(self, "config", config)
+            # Tuples become lists so that a config equals its own config.json round trip.
+            object.__setattr__(self, "config", {k: _lists(v) for k, v in config.items()})
         init(self, *args, **kwargs)
 
     return wrapped

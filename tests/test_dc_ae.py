@@ -1,0 +1,173 @@
+"""Video DC-AE: parity with the Open-Sora 2.0 reference, released layout, frame rules, interface."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from opensora_ae.models import build_model
+from opensora_ae.models.checkpoint_io import CheckpointError, load_weights
+from opensora_ae.models.dc_ae import DC_AE_CONFIGS, VideoDCAE
+from parity_utils import (
+    assert_matches_reference,
+    assert_released_layout,
+    build_fixture_model,
+    load_fixture_config,
+    load_io,
+    model_config,
+    state_dict_shapes,
+)
+
+FIXTURE = "opensora2_dc_ae"
+
+
+def tiny(**kwargs) -> VideoDCAE:
+    """A very small DC-AE (two stages per kind) for interface tests."""
+    base = dict(
+        latent_channels=4,
+        width_list=(4, 8, 32, 32),
+        encoder_depth_list=(1, 1, 1, 1),
+        decoder_depth_list=(1, 1, 1, 1),
+        encoder_block_types=("ResBlock", "ResBlock", "EViTS5_GLU", "EViT_GLU"),
+        decoder_block_types=("ResBlock", "ResBlock", "EViTS5_GLU", "EViT_GLU"),
+        temporal_downsample=(False, True, True, False),
+    )
+    return VideoDCAE(**{**base, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def io():
+    return load_io(FIXTURE)
+
+
+@pytest.fixture(scope="module")
+def fixture_model():
+    return build_fixture_model(FIXTURE)
+
+
+def test_parity_encode_decode(fixture_model, io):
+    with torch.no_grad():
+        assert_matches_reference(fixture_model.encode(io["x"]), io["z"], "z")
+        assert_matches_reference(fixture_model.decode(io["z"]), io["x_rec"], "x_rec")
+
+
+def test_parity_tiled(io):
+    model = build_fixture_model(FIXTURE, **load_fixture_config(FIXTURE).tiling)
+    with torch.no_grad():
+        z_tiled = model.encode(io["x"])
+        assert_matches_reference(z_tiled, io["z_tiled"], "z_tiled")
+        assert_matches_reference(model.decode(io["z_tiled"]), io["x_rec_tiled"], "x_rec_tiled")
+
+
+def test_released_layout_on_meta_device():
+    with torch.device("meta"):
+        model = VideoDCAE(model_name="dc-ae-f32t4c128")
+    assert_released_layout(state_dict_shapes(model), FIXTURE)
+    assert sum(p.numel() for p in model.parameters()) == 459_462_147
+    assert model.latent_channels == 128 and model.compression == (4, 32, 32) and not model.causal
+
+
+@pytest.mark.parametrize("name, latent, scale", [("dc-ae-f32t4c64", 64, None), ("dc-ae-f32t4c256", 256, 0.46505)])
+def test_named_configs(name, latent, scale):
+    with torch.device("meta"):
+        model = VideoDCAE(model_name=name)
+    assert model.latent_channels == latent and model.scaling_factor == scale
+    assert model.encoder.project_out.main.op_list[0].conv.weight.shape[0] == latent
+    assert set(DC_AE_CONFIGS) == {"dc-ae-f32t4c64", "dc-ae-f32t4c128", "dc-ae-f32t4c256"}
+
+
+def test_strict_load_error_names_config():
+    from safetensors.torch import load_file
+
+    config = model_config(FIXTURE)
+    weights = load_file(config.pop("from_pretrained"))
+    config.pop("type")
+    model = VideoDCAE(**{**config, "latent_channels": 16})
+    with pytest.raises(CheckpointError) as info:
+        load_weights(model, weights)
+    message = str(info.value)
+    assert "shape mismatches" in message and "latent width is 8" in message and "dc_ae" in message
+
+
+def test_frame_rules():
+    model = tiny().eval()
+    with torch.no_grad():
+        for frames, latents in [(1, 1), (2, 1), (8, 2), (12, 3)]:
+            z = model.encode(torch.zeros(1, 3, frames, 16, 24))
+            assert z.shape == (1, 4, latents, 2, 3) == (1, 4, *model.get_latent_size(frames, 16, 24))
+        assert model.decode(torch.zeros(1, 4, 1, 1, 1)).shape[2] == 1
+        assert model.decode(torch.zeros(1, 4, 3, 1, 1)).shape[2] == 12
+        for frames, size in [(5, 16), (3, 16), (8, 12)]:
+            with pytest.raises(ValueError, match="pad_to_valid=True"):
+                model.encode(torch.zeros(1, 3, frames, size, size))
+        with pytest.raises(ValueError, match="do not round-trip"):
+            model(torch.zeros(1, 3, 4, 16, 16))
+
+
+def test_pad_to_valid_crops_back():
+    model = tiny(pad_to_valid=True).eval()
+    x = torch.rand(1, 3, 5, 40, 36) * 2 - 1
+    with torch.no_grad():
+        x_rec, posterior, z = model(x)
+    assert posterior is None
+    assert z.shape == (1, 4, 2, 5, 5) and model.get_latent_size(5, 40, 36) == (2, 5, 5)
+    assert x_rec.shape == x.shape
+
+
+def test_scaling_factor_roundtrip():
+    plain = tiny().eval()
+    scaled = tiny(scaling_factor=0.5).eval()
+    scaled.load_state_dict(plain.state_dict())
+    x = torch.rand(1, 3, 8, 16, 16) * 2 - 1
+    with torch.no_grad():
+        z = plain.encode(x)
+        torch.testing.assert_close(scaled.encode(x), z / 0.5)
+        torch.testing.assert_close(scaled.decode(z / 0.5), plain.decode(z))
+
+
+def test_batch_equals_per_sample():
+    model = tiny().eval()
+    x = torch.rand(2, 3, 8, 16, 16) * 2 - 1
+    with torch.no_grad():
+        z = model.encode(x)
+        torch.testing.assert_close(z[1:], model.encode(x[1:]), atol=1e-5, rtol=1e-5)
+
+
+def test_gradient_checkpointing_and_last_layer():
+    model = tiny(disc_off_grad_ckpt=True).train()
+    x = torch.rand(1, 3, 8, 16, 16) * 2 - 1
+    x_rec, _, _ = model(x)
+    loss = (x_rec - x).abs().mean()
+    reference_grad = torch.autograd.grad(loss, model.get_last_layer())[0]
+
+    model.set_gradient_checkpointing(True)
+    assert model.encoder.gradient_checkpointing and model.decoder.gradient_checkpointing
+    x_rec_ckpt, _, _ = model(x)
+    loss_ckpt = (x_rec_ckpt - x).abs().mean()
+    torch.testing.assert_close(loss_ckpt, loss)
+    last_grad = torch.autograd.grad(loss_ckpt, model.get_last_layer(), retain_graph=True)[0]
+    torch.testing.assert_close(last_grad, reference_grad)
+    loss_ckpt.backward()
+    assert model.encoder.project_in.conv.weight.grad is not None
+    assert model.get_last_layer() is model.decoder.project_out.op_list[2].conv.weight
+
+
+def test_save_and_from_pretrained(tmp_path):
+    model = tiny(scaling_factor=0.7).eval()
+    model.save_pretrained(tmp_path)
+    again = build_model(dict(type="dc_ae", from_pretrained=str(tmp_path))).eval()
+    assert again.scaling_factor == 0.7 and again.config == model.config
+    x = torch.rand(1, 3, 8, 16, 16) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(again.encode(x), model.encode(x))
+
+
+def test_bad_config_errors():
+    with pytest.raises(ValueError, match="unknown model_name"):
+        VideoDCAE(model_name="dc-ae-f99")
+    with pytest.raises(ValueError, match="unknown block type"):
+        tiny(encoder_block_types=("ResBlock", "Nope", "EViTS5_GLU", "EViT_GLU"))
+    with pytest.raises(ValueError, match="encoder_depth_list has 3 entries"):
+        tiny(encoder_depth_list=(1, 1, 1))
+    with pytest.raises(ValueError, match="temporal_tile_size"):
+        tiny(temporal_tile_size=6)
