@@ -41,9 +41,9 @@ def tolerance(reference: torch.Tensor) -> float:
     return 1e-4 * max(1.0, reference.abs().max().item())
 
 
-def tiny_kwargs(**overrides) -> dict:
-    """The v1.1 block layout at the smallest width GroupNorm(32) allows."""
-    kwargs = load_release_config(CONFIGS / "v1_1.json")
+def tiny_kwargs(config: str = "v1_1.json", **overrides) -> dict:
+    """A shipped config's block layout at the smallest width GroupNorm(32) allows."""
+    kwargs = load_release_config(CONFIGS / config)
     kwargs.update(hidden_size=32, hidden_size_mult=[1, 1, 1, 1], num_res_blocks=1)
     kwargs.update(overrides)
     return kwargs
@@ -226,6 +226,14 @@ def test_frame_rules(tiny_model: CausalVAEModel) -> None:
         tiny_model.encode(video(5, height=20))
 
 
+def test_v1_0_layout_frame_rules() -> None:
+    model = CausalVAEModel(**tiny_kwargs("release.json")).eval()
+    with torch.no_grad():
+        z = model.encode(video(9))
+        assert z.shape == (1, 4, 3, 2, 2)
+        assert model.decode(z).shape == (1, 3, 9, 16, 16)
+
+
 def test_latent_scaling(tiny_model: CausalVAEModel) -> None:
     x = video(5)
     with torch.no_grad():
@@ -238,9 +246,9 @@ def test_latent_scaling(tiny_model: CausalVAEModel) -> None:
 def test_forward_and_gradient_checkpointing(tiny_model: CausalVAEModel) -> None:
     model = CausalVAEModel(**tiny_kwargs()).train()
     model.load_state_dict(tiny_model.state_dict())
-    x = video(5)
+    x = video(5, 8, 8)
     x_rec, posterior, z = model(x, sample_posterior=False)
-    assert x_rec.shape == x.shape and z.shape == (1, 4, 2, 2, 2)
+    assert x_rec.shape == x.shape and z.shape == (1, 4, 2, 1, 1)
     x_rec.square().mean().backward()
     grad = model.get_last_layer().grad.clone()
     model.zero_grad()
