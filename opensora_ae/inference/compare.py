@@ -1,17 +1,22 @@
 """Visual comparisons: original | reconstruction | amplified absolute error, as an mp4 and a PNG grid.
 
 Frames are ``T H W C`` uint8 RGB throughout. Each panel row is labelled with the file name and its PSNR.
+:func:`compare_folders` pairs two folders exactly as evaluation does (by relative path, known suffixes
+dropped, see ``evaluate.pair_videos``) and writes ``<save_dir>/<key>_compare.{mp4,png}`` per pair.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from opensora_ae.data.video_io import write_video
+from opensora_ae.data.video_io import VideoReadError, probe, read_video, write_video
+from opensora_ae.inference.evaluate import pair_videos
 from opensora_ae.metrics.psnr import psnr
 
 ERROR_GAIN = 4.0  # |orig - recn| is small; amplify it so structure in the error is visible
@@ -58,3 +63,62 @@ def write_comparison(orig: np.ndarray, recn: np.ndarray, name: str, out_dir: str
     write_video(mp4_path, panels, fps)
     Image.fromarray(grid_image(panels, num_rows)).save(png_path)
     return {"name": name, "psnr": value, "mp4": str(mp4_path), "png": str(png_path)}
+
+
+@dataclass
+class ComparisonReport:
+    """What :func:`compare_folders` wrote (``compared``: one entry per pair, as ``write_comparison`` returns) and
+    what it could not compare."""
+
+    compared: list[dict[str, object]] = field(default_factory=list)
+    only_real: list[str] = field(default_factory=list)
+    only_generated: list[str] = field(default_factory=list)
+    ambiguous: dict[str, list[str]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def _read_pair(real_path: str, generated_path: str) -> tuple[np.ndarray, np.ndarray]:
+    """Both videos cut to the shorter one; ValueError when their frame sizes differ."""
+    real, generated = read_video(real_path), read_video(generated_path)
+    if real.shape[1:] != generated.shape[1:]:
+        raise ValueError(f"frame sizes differ: {real_path} is {real.shape[1]}x{real.shape[2]}, "
+                         f"{generated_path} is {generated.shape[1]}x{generated.shape[2]}")
+    frames = min(len(real), len(generated))
+    return real[:frames], generated[:frames]
+
+
+def compare_folders(real_dir: str, generated_dir: str, save_dir: str | Path, num_rows: int = 4,
+                    num_frames: int | None = None) -> ComparisonReport:
+    """Write a side-by-side mp4 and PNG grid for every pair of ``real_dir`` / ``generated_dir`` videos.
+
+    Outputs keep the pairing key's sub-folders: ``save_dir/<key>_compare.mp4`` and ``.png``; ``num_frames``
+    keeps only the first frames of each video. ``save_dir/compare.json`` holds the report.
+    """
+    if num_rows < 1 or (num_frames is not None and num_frames < 1):
+        raise ValueError(f"--num_rows and --num_frames must be >= 1, got {num_rows} and {num_frames}")
+    pairing = pair_videos(real_dir, generated_dir)
+    report = ComparisonReport(only_real=pairing.only_real, only_generated=pairing.only_generated,
+                              ambiguous=pairing.ambiguous)
+    for pair in pairing.pairs:
+        try:
+            real, generated = _read_pair(pair.real, pair.generated)
+            fps = probe(pair.generated).fps
+        except (VideoReadError, ValueError) as err:
+            report.failed[pair.key] = str(err)
+            continue
+        real, generated = real[:num_frames], generated[:num_frames]
+        report.compared.append(write_comparison(real, generated, pair.key, save_dir, fps, num_rows))
+    Path(save_dir).mkdir(parents=True, exist_ok=True)
+    (Path(save_dir) / "compare.json").write_text(json.dumps(asdict(report), indent=2))
+    return report
+
+
+def format_comparison_report(report: ComparisonReport) -> str:
+    """One line per compared video (PSNR and PNG path), then every video that was not compared and why."""
+    lines = [f"{item['name']}: PSNR {item['psnr']:.2f} dB -> {item['png']}" for item in report.compared]
+    lines.append(f"compared {len(report.compared)} videos")
+    lines += [f"skipped (no generated video): {path}" for path in report.only_real]
+    lines += [f"skipped (no real video): {path}" for path in report.only_generated]
+    lines += [f"skipped (several files pair as {key!r}): {', '.join(paths)}" for key, paths in report.ambiguous.items()]
+    lines += [f"skipped {key}: {reason}" for key, reason in report.failed.items()]
+    return "\n".join(lines)

@@ -9,28 +9,27 @@ Output layouts (``name`` = the input's path relative to the dataset root, withou
 * ``--save-latents``: ``D/latents/<name>.safetensors`` with the latent and the ``num_frames``/``height``/``width``
   needed to decode it.
 
-``orig`` is the exact preprocessed clip the model saw. Videos are written with libx264 at ``crf`` (default 10,
-near-transparent); ``crf=0`` writes lossless libx264rgb, so metric differences measure the model only.
+``orig`` is the exact preprocessed clip the model saw (resized, cropped and rounded to uint8 levels before the
+model runs). Videos are written with libx264 at ``crf`` (default 10, near-transparent, yuv420p); ``crf=0``
+writes lossless libx264rgb, so metric differences measure the model only. Outputs are written through a
+temporary file and ``recn`` last, so a clip whose ``recn`` exists is complete and is kept unless ``overwrite``.
 """
 
 from __future__ import annotations
 
-import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from safetensors.torch import save_file
-from tqdm import tqdm
 
 from opensora_ae.data.transforms import to_uint8_frames
 from opensora_ae.data.video_io import write_video
 from opensora_ae.inference.runner import Clip, build_inference_dataset, build_inference_model, iter_clips
 from opensora_ae.models import VideoAutoencoder
 from opensora_ae.train.parallel import DistContext, all_gather_objects, autocast, resolve_dtype
-
-logger = logging.getLogger(__name__)
 
 # output kind -> (folder suffix, file suffix) per layout
 LAYOUTS: dict[str, dict[str, tuple[str, str]]] = {
@@ -39,10 +38,15 @@ LAYOUTS: dict[str, dict[str, tuple[str, str]]] = {
 }
 
 
-def output_path(save_dir: str | Path, layout: str, kind: str, name: str) -> Path:
-    """Where the ``kind`` video ("orig", "recn", "spatial") of input ``name`` goes."""
+def check_layout(layout: str) -> None:
+    """One-line error for a ``--layout`` that is not ``v2`` or ``v1.2``."""
     if layout not in LAYOUTS:
         raise ValueError(f"--layout {layout!r} is unknown; use one of {sorted(LAYOUTS)}")
+
+
+def output_path(save_dir: str | Path, layout: str, kind: str, name: str) -> Path:
+    """Where the ``kind`` video ("orig", "recn", "spatial") of input ``name`` goes."""
+    check_layout(layout)
     folder_suffix, file_suffix = LAYOUTS[layout][kind]
     return Path(f"{str(save_dir).rstrip('/')}{folder_suffix}") / f"{name}{file_suffix}.mp4"
 
@@ -64,23 +68,46 @@ class ReconstructionReport:
         return merged
 
 
+def latent_path(save_dir: str | Path, name: str) -> Path:
+    """Where ``--save-latents`` puts the latent of input ``name``."""
+    return Path(save_dir) / "latents" / f"{name}.safetensors"
+
+
+def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a hidden temporary file in the same folder, then rename: an interrupted run never leaves a
+    truncated file under the final name (which would count as done on the next run)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+    write(partial)
+    os.replace(partial, path)
+
+
 def _write_outputs(clip: Clip, outputs: Mapping[str, torch.Tensor], cfg: Mapping[str, Any]) -> None:
+    """Write latents, then ``orig``/``spatial``, and ``recn`` last: its presence marks the clip as done."""
     save_dir, layout, crf = cfg["save_dir"], cfg.get("layout", "v2"), int(cfg.get("crf", 10))
-    videos = {"orig": clip.video, **{kind: outputs[kind] for kind in ("recn", "spatial") if kind in outputs}}
-    for kind, video in videos.items():
-        path = output_path(save_dir, layout, kind, clip.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_video(path, to_uint8_frames(video), clip.fps, lossless=crf == 0, crf=crf)
     if cfg.get("save_latents"):
-        latent_path = Path(save_dir) / "latents" / f"{clip.name}.safetensors"
-        latent_path.parent.mkdir(parents=True, exist_ok=True)
         _, num_frames, height, width = clip.video.shape
-        metadata = {"num_frames": str(num_frames), "height": str(height), "width": str(width), "source": clip.path}
-        save_file({"latent": outputs["latent"].float().contiguous().cpu()}, str(latent_path), metadata=metadata)
+        metadata = {"num_frames": str(num_frames), "height": str(height), "width": str(width),
+                    "fps": str(clip.fps), "source": clip.path}
+        tensors = {"latent": outputs["latent"].float().contiguous().cpu()}
+        _write_atomically(latent_path(save_dir, clip.name), lambda path: save_file(tensors, str(path), metadata))
+    videos = {"orig": clip.video, **{kind: outputs[kind] for kind in ("spatial", "recn") if kind in outputs}}
+    for kind, video in videos.items():
+        frames = to_uint8_frames(video)
+        _write_atomically(output_path(save_dir, layout, kind, clip.name),
+                          lambda path: write_video(path, frames, clip.fps, lossless=crf == 0, crf=crf))
+
+
+def _is_done(clip: Clip, cfg: Mapping[str, Any]) -> bool:
+    """Whether an earlier run already wrote this clip's outputs (the latent too when ``save_latents``)."""
+    if not output_path(cfg["save_dir"], cfg.get("layout", "v2"), "recn", clip.name).exists():
+        return False
+    return not cfg.get("save_latents") or latent_path(cfg["save_dir"], clip.name).exists()
 
 
 def _reconstruct_batch(model: VideoAutoencoder, clips: list[Clip], ctx: DistContext, dtype: torch.dtype
                        ) -> list[dict[str, torch.Tensor]]:
+    """Run ``model.reconstruct`` on the stacked clips; per clip, every output as float32 on the CPU."""
     x = torch.stack([clip.video for clip in clips]).to(ctx.device, dtype)
     with torch.inference_mode(), autocast(ctx.device, dtype):
         outputs = model.reconstruct(x)
@@ -88,22 +115,24 @@ def _reconstruct_batch(model: VideoAutoencoder, clips: list[Clip], ctx: DistCont
 
 
 def reconstruct_dataset(cfg: Mapping[str, Any], ctx: DistContext) -> ReconstructionReport:
-    """Reconstruct every clip of ``cfg.dataset`` on this rank's share and write the outputs.
+    """Reconstruct every clip of ``cfg.dataset`` in this rank's share and write the outputs.
 
     Config keys: ``model`` (+ ``from_pretrained`` or ``random_init``), ``dataset``, ``num_frames``,
-    ``resolution`` or ``height``/``width``, ``dtype``, ``batch_size``, ``save_dir``, ``layout``, ``crf``,
-    ``save_latents``, ``overwrite``.
+    ``resolution`` or ``height``/``width``, ``sample_rate``, ``fps_max``, ``dtype``, ``batch_size``, ``save_dir``,
+    ``layout`` (``v2``/``v1.2``), ``crf`` (0 = lossless), ``save_latents``, ``overwrite``. Returns the report
+    merged over ranks.
     """
+    check_layout(cfg.get("layout", "v2"))
     dtype = resolve_dtype(cfg.get("dtype", "fp32"))
-    model = build_inference_model(cfg["model"], ctx.device, torch.float32 if dtype == torch.float32 else dtype)
+    model = build_inference_model(cfg["model"], ctx.device, dtype)
     dataset = build_inference_dataset(cfg)
-    report = ReconstructionReport()
     batch_size = int(cfg.get("batch_size", 1))
+    if batch_size < 1:
+        raise ValueError(f"config key batch_size={batch_size}: must be >= 1")
+    report = ReconstructionReport()
     pending: list[Clip] = []
-    progress = tqdm(total=len(range(ctx.rank, len(dataset), ctx.world_size)), disable=not ctx.is_main, desc="reconstruct")
-    for clip in iter_clips(dataset, ctx, report.skipped):
-        progress.update(1)
-        if not cfg.get("overwrite") and output_path(cfg["save_dir"], cfg.get("layout", "v2"), "recn", clip.name).exists():
+    for clip in iter_clips(dataset, ctx, report.skipped, desc="reconstruct"):
+        if not cfg.get("overwrite") and _is_done(clip, cfg):
             report.existing.append(clip.path)
             continue
         pending.append(clip)
@@ -111,7 +140,6 @@ def reconstruct_dataset(cfg: Mapping[str, Any], ctx: DistContext) -> Reconstruct
             _flush(model, pending, cfg, ctx, dtype, report)
     if pending:
         _flush(model, pending, cfg, ctx, dtype, report)
-    progress.close()
     return report.gather() if ctx.distributed else report
 
 

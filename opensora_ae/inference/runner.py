@@ -2,17 +2,43 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
+from tqdm import tqdm
 
+from opensora_ae.config import ConfigError
 from opensora_ae.data.datasets import SampleRequest, VideoTextDataset
 from opensora_ae.data.video_io import VideoReadError
 from opensora_ae.models import VideoAutoencoder, build_model
+from opensora_ae.models.checkpoint_io import CheckpointError
 from opensora_ae.registry import DATASETS, build
-from opensora_ae.train.parallel import DistContext
+from opensora_ae.train.parallel import DistContext, destroy_distributed
+
+DEFAULT_FPS = 24.0  # for images and files without a frame rate
+
+# Top-level config keys every inference script accepts on the command line even when the config omits them.
+CLIP_KEYS = ("dtype", "batch_size", "device", "num_frames", "resolution", "height", "width", "sample_rate", "fps_max")
+
+# Errors that mean "fix the config, the flags or the files": shown as one line, without a traceback.
+USER_ERRORS = (ConfigError, ValueError, KeyError, FileNotFoundError, CheckpointError, VideoReadError)
+
+
+def run_script(main: Callable[[], None]) -> None:
+    """Run a script's ``main``; a user error prints ``error: <message>`` and exits with status 2."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        main()
+    except USER_ERRORS as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+    finally:
+        destroy_distributed()
 
 
 def build_inference_model(model_cfg: Mapping[str, Any], device: torch.device, dtype: torch.dtype) -> VideoAutoencoder:
@@ -64,7 +90,7 @@ def relative_name(dataset: VideoTextDataset, path: str) -> str:
 
 @dataclass
 class Clip:
-    """One preprocessed input: ``video`` float ``C T H W`` in [-1, 1]."""
+    """One preprocessed input: ``video`` float ``C T H W`` in [-1, 1], on the uint8 grid (see ``iter_clips``)."""
 
     index: int
     path: str
@@ -73,12 +99,32 @@ class Clip:
     fps: float
 
 
-def iter_clips(dataset: VideoTextDataset, ctx: DistContext, skipped: list[tuple[str, str]]) -> Iterator[Clip]:
-    """This rank's clips (every ``world_size``-th file), reading each file once; failures go to ``skipped``."""
-    skipped.extend(sorted(dataset.unreadable.items()))
-    for index in range(ctx.rank, len(dataset), ctx.world_size):
+def rank_share(dataset: VideoTextDataset, ctx: DistContext) -> list[int]:
+    """The dataset indices this rank processes: every ``world_size``-th file, starting at ``rank``."""
+    return list(range(ctx.rank, len(dataset), ctx.world_size))
+
+
+def snap_to_uint8_grid(video: torch.Tensor) -> torch.Tensor:
+    """Round ``[-1, 1]`` values to the 256 levels a uint8 video can hold.
+
+    The resize of the preprocessing gives values between those levels; snapping makes the clip the model sees
+    exactly the clip written as ``orig`` (losslessly at ``crf=0``), so metrics compare like with like.
+    """
+    return ((video.clamp(-1, 1) + 1.0) * 127.5).round() / 127.5 - 1.0
+
+
+def iter_clips(dataset: VideoTextDataset, ctx: DistContext, skipped: list[tuple[str, str]], desc: str = "clips"
+               ) -> Iterator[Clip]:
+    """This rank's clips, each file read once, with a progress bar on the main rank.
+
+    Files found unreadable when the dataset was built or when read here are appended to ``skipped`` as
+    ``(path, reason)``; each rank only reports files of its own share, so merged reports list each file once.
+    """
+    share = rank_share(dataset, ctx)
+    for index in tqdm(share, desc=desc, unit="video", disable=not ctx.is_main):
         path = dataset.paths[index]
         if path in dataset.unreadable:
+            skipped.append((path, dataset.unreadable[path]))
             continue
         request = SampleRequest(index, dataset.num_frames, *dataset.image_size, seed=0)
         try:
@@ -86,5 +132,5 @@ def iter_clips(dataset: VideoTextDataset, ctx: DistContext, skipped: list[tuple[
         except VideoReadError as err:
             skipped.append((path, str(err)))
             continue
-        fps = item["fps"] / dataset.interval(index) if item["fps"] > 0 else 24.0
-        yield Clip(index, path, relative_name(dataset, path), item["video"], fps)
+        fps = item["fps"] / dataset.interval(index) if item["fps"] > 0 else DEFAULT_FPS
+        yield Clip(index, path, relative_name(dataset, path), snap_to_uint8_grid(item["video"]), fps)
