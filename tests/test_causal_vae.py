@@ -143,6 +143,16 @@ def test_bad_config_names_the_key() -> None:
         CausalVAEModel(**tiny_kwargs(_class_name="CausalVQVAEModel"))
 
 
+def test_config_file_errors(tmp_path: Path) -> None:
+    config = {**load_release_config(CONFIGS / "v1_1.json"), "use_tiling": True}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"config\.json: unknown CausalVAEModel config keys \['use_tiling'\]"):
+        CausalVAEModel.from_config_file(tmp_path / "config.json")
+    (tmp_path / "config.json").write_text(json.dumps({"type": "dc_ae"}))
+    with pytest.raises(CheckpointError, match="'dc_ae' model, not causal_vae"):
+        CausalVAEModel.from_pretrained(tmp_path)
+
+
 # ---- loading paths ----------------------------------------------------------------------------------------------
 
 

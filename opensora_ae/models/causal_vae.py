@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -210,13 +211,6 @@ class Decoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
-def _product(factors: Sequence[int]) -> int:
-    result = 1
-    for factor in factors:
-        result *= factor
-    return result
-
-
 @MODELS.register_module("causal_vae")
 class CausalVAEModel(PretrainedMixin, VideoAutoencoder):
     """Open-Sora-Plan CausalVideoVAE with a diagonal-Gaussian posterior.
@@ -312,8 +306,8 @@ class CausalVAEModel(PretrainedMixin, VideoAutoencoder):
             for name in ("downsample", "time_downsample")
             if hasattr(down, name)
         ]
-        space = _product([sampler.space_factor for sampler in samplers])
-        return _product([sampler.time_factor for sampler in samplers]), space, space
+        space = math.prod([sampler.space_factor for sampler in samplers])
+        return math.prod([sampler.time_factor for sampler in samplers]), space, space
 
     # ---- the VideoAutoencoder interface ------------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:
@@ -420,12 +414,9 @@ class CausalVAEModel(PretrainedMixin, VideoAutoencoder):
         return model
 
 
-# The release's config.json fields (+ scaling_factor): the constructor's parameters minus the metadata ones.
-_CONFIG_FIELDS = tuple(
-    name
-    for name in inspect.signature(CausalVAEModel.__init__).parameters
-    if name != "self" and not name.startswith("_")
-)
+_CONSTRUCTOR_ARGS = tuple(name for name in inspect.signature(CausalVAEModel.__init__).parameters if name != "self")
+# The release's config.json fields (+ scaling_factor): the constructor's arguments minus the metadata ones.
+_CONFIG_FIELDS = tuple(name for name in _CONSTRUCTOR_ARGS if not name.startswith("_"))
 
 
 def _check_level_lists(num_levels: int, **lists: Sequence[str]) -> None:
@@ -453,6 +444,9 @@ def load_release_config(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: folder holds a {stored_type!r} model, not causal_vae; build it with type={stored_type!r}"
         )
+    unknown = sorted(set(config) - set(_CONSTRUCTOR_ARGS))
+    if unknown:
+        raise ValueError(f"{path}: unknown CausalVAEModel config keys {unknown}; known keys: {list(_CONSTRUCTOR_ARGS)}")
     return config
 
 
