@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from mmengine.config import Config
+from parity_utils import (
+    assert_matches_reference,
+    assert_released_layout,
+    build_fixture_model,
+    load_io,
+    load_reference,
+    model_config,
+    state_dict_shapes,
+)
 from safetensors.torch import load_file
 
 from opensora_ae.models import build_model
@@ -33,12 +41,9 @@ from opensora_ae.models.causal_vae_blocks import (
 from opensora_ae.models.checkpoint_io import CheckpointError, load_weights
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT / "tests" / "fixtures" / "parity" / "osp_causalvae_v1_1"
+FIXTURE_NAME = "osp_causalvae_v1_1"
+FIXTURE = ROOT / "tests" / "fixtures" / "parity" / FIXTURE_NAME
 CONFIGS = ROOT / "configs" / "vae" / "causal_vae"
-
-
-def tolerance(reference: torch.Tensor) -> float:
-    return 1e-4 * max(1.0, reference.abs().max().item())
 
 
 def tiny_kwargs(config: str = "v1_1.json", **overrides) -> dict:
@@ -49,11 +54,6 @@ def tiny_kwargs(config: str = "v1_1.json", **overrides) -> dict:
     return kwargs
 
 
-def released_keys(path: Path) -> dict[str, list[int]]:
-    lines = path.read_text().splitlines()
-    return {key: json.loads(shape) for key, shape in (line.split("\t") for line in lines if line)}
-
-
 def video(frames: int, height: int = 16, width: int = 16, channels: int = 3, batch: int = 1) -> torch.Tensor:
     return torch.rand(batch, channels, frames, height, width) * 2 - 1
 
@@ -61,30 +61,24 @@ def video(frames: int, height: int = 16, width: int = 16, channels: int = 3, bat
 # ---- parity and released layouts ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def parity_model() -> CausalVAEModel:
-    cfg = Config.fromfile(str(FIXTURE / "model.py"))
-    model_cfg = dict(cfg.model, from_pretrained=str(FIXTURE / "weights.safetensors"))
-    return build_model(model_cfg).eval()
-
-
 def test_fixture_config_matches_reference_constructor() -> None:
-    reference = json.loads((FIXTURE / "reference.json").read_text())["tiny_constructor"]["kwargs"]
-    model_cfg = Config.fromfile(str(FIXTURE / "model.py")).model.to_dict()
+    reference = load_reference(FIXTURE_NAME)["tiny_constructor"]["kwargs"]
+    model_cfg = model_config(FIXTURE_NAME)
     for key in ("type", "from_pretrained", "scaling_factor"):
         model_cfg.pop(key)
     assert model_cfg == reference
 
 
-def test_parity_with_reference(parity_model: CausalVAEModel) -> None:
-    io = load_file(str(FIXTURE / "io.safetensors"))
+def test_parity_with_reference() -> None:
+    model = build_fixture_model(FIXTURE_NAME)  # strict load of the weights in the release's key layout
+    io = load_io(FIXTURE_NAME)
     with torch.no_grad():
-        z, posterior = parity_model.encode_with_posterior(io["x"])
-        x_rec = parity_model.decode(io["z"])
-    outputs = {"z": z, "posterior_mean": posterior.mean, "posterior_logvar": posterior.logvar, "x_rec": x_rec}
-    for name, ours in outputs.items():
-        assert ours.shape == io[name].shape, name
-        assert (ours - io[name]).abs().max().item() <= tolerance(io[name]), name
+        z, posterior = model.encode_with_posterior(io["x"])
+        x_rec = model.decode(io["z"])
+    assert_matches_reference(z, io["z"], "z")
+    assert_matches_reference(posterior.mean, io["posterior_mean"], "posterior_mean")
+    assert_matches_reference(posterior.logvar, io["posterior_logvar"], "posterior_logvar")
+    assert_matches_reference(x_rec, io["x_rec"], "x_rec")
 
 
 def test_strict_loading_reports_missing_and_unexpected_keys() -> None:
@@ -103,8 +97,7 @@ def test_strict_loading_reports_missing_and_unexpected_keys() -> None:
 def test_released_v1_1_config_gives_released_keys() -> None:
     with torch.device("meta"):
         model = CausalVAEModel.from_config_file(CONFIGS / "v1_1.json")
-    ours = {key: list(tensor.shape) for key, tensor in model.state_dict().items()}
-    assert ours == released_keys(FIXTURE / "keys_released.txt")
+    assert_released_layout(state_dict_shapes(model), FIXTURE_NAME)
     assert model.compression == (4, 8, 8) and model.latent_channels == 4
 
 
