@@ -15,7 +15,7 @@ import torchvision
 from opensora_ae.data.video_io import write_video
 from opensora_ae.inference.evaluate import (EvalOptions, MetricSuite, MetricWeights, evaluate, format_table,
                                             pair_videos, pairing_key, prepare_frames)
-from opensora_ae.metrics import PWCNet
+from opensora_ae.metrics import PWCNet, flolpips, lpips_distance
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -126,7 +126,7 @@ def test_missing_lpips_backbone_fails_lpips_only(video_folders, tmp_path):
 def test_chunking_does_not_change_results(weight_files):
     alexnet, pwcnet = weight_files
     suite = MetricSuite(["psnr", "ssim", "lpips", "flolpips"], "cpu", MetricWeights(alexnet, None, pwcnet))
-    frames = random_frames(5, num_frames=4, height=32, width=48)
+    frames = random_frames(5, num_frames=3, height=32, width=48)
     real = torch.from_numpy(frames).permute(0, 3, 1, 2)
     fake = torch.from_numpy(noisy_copy(frames, 6)).permute(0, 3, 1, 2)
     whole = suite.score_video(real, fake, EvalOptions(batch_size=16))
@@ -134,6 +134,13 @@ def test_chunking_does_not_change_results(weight_files):
     assert set(whole) == {"psnr", "ssim", "lpips", "flolpips"}
     for name in whole:
         assert chunked[name] == pytest.approx(whole[name], rel=1e-5)
+    # Shared LPIPS maps give the same numbers as the standalone metric functions.
+    with torch.no_grad():
+        real_unit, fake_unit = real.float() / 255, fake.float() / 255
+        assert whole["lpips"] == pytest.approx(lpips_distance(suite.lpips_model, real_unit, fake_unit).mean().item(),
+                                               rel=1e-5)
+        assert whole["flolpips"] == pytest.approx(
+            flolpips(suite.lpips_model, suite.flow_net, real_unit, fake_unit).mean().item(), rel=1e-5)
 
 
 def test_different_lengths_are_cut_and_sizes_must_match(tmp_path):

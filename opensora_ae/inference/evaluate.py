@@ -21,7 +21,8 @@ import torch
 
 from opensora_ae.data.transforms import resize_crop
 from opensora_ae.data.video_io import VIDEO_EXTS, VideoReadError, read_clip, read_video
-from opensora_ae.metrics import build_lpips, flolpips, load_pwcnet, lpips_distance, psnr, ssim
+from opensora_ae.metrics import (build_lpips, flolpips_from_maps, flow_difference, load_pwcnet, lpips_from_maps,
+                                lpips_layer_maps, psnr, ssim)
 
 KNOWN_SUFFIXES = ("_orig", "_recn", "_ori", "_rec", "_spatial")
 METRIC_NAMES = ("psnr", "ssim", "lpips", "flolpips")
@@ -155,15 +156,12 @@ def to_unit_float(frames: torch.Tensor, device: str) -> torch.Tensor:
     return frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
 
 
-FrameScorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
 class MetricSuite:
     """The requested metrics, built once. A metric that cannot be built (e.g. missing weights) is kept in
     ``errors`` and skipped; the others still run.
 
-    ``frame_metrics`` score ``N C H W`` frame batches (one value per frame); ``pair_metrics`` score ``T C H W``
-    runs of consecutive frames (one value per consecutive pair).
+    When both LPIPS and FloLPIPS are asked for, the AlexNet distance maps of each frame are computed once and
+    serve both.
     """
 
     def __init__(self, names: list[str], device: str, weights: MetricWeights | None = None) -> None:
@@ -173,52 +171,59 @@ class MetricSuite:
         weights = weights or MetricWeights()
         self.names = list(dict.fromkeys(names))
         self.errors: dict[str, str] = {}
-        self.frame_metrics: dict[str, FrameScorer] = {}
-        self.pair_metrics: dict[str, FrameScorer] = {}
-        if "psnr" in self.names:
-            self.frame_metrics["psnr"] = psnr
-        if "ssim" in self.names:
-            self.frame_metrics["ssim"] = ssim
-        lpips_model = None
-        if {"lpips", "flolpips"} & set(self.names):
+        self.lpips_model = None
+        self.flow_net = None
+        perceptual = [name for name in self.names if name in ("lpips", "flolpips")]
+        if perceptual:
             try:
-                lpips_model = build_lpips(weights.lpips_backbone, weights.lpips_heads).to(device)
+                self.lpips_model = build_lpips(weights.lpips_backbone, weights.lpips_heads).to(device)
             except (OSError, KeyError, RuntimeError) as err:
-                for name in {"lpips", "flolpips"} & set(self.names):
-                    self.errors[name] = str(err)
-        if lpips_model is not None and "lpips" in self.names:
-            self.frame_metrics["lpips"] = lambda real, fake: lpips_distance(lpips_model, real, fake)
-        if lpips_model is not None and "flolpips" in self.names:
+                self.errors.update({name: str(err) for name in perceptual})
+        if "flolpips" in self.names and self.lpips_model is not None:
             try:
-                flow_net = load_pwcnet(weights.pwcnet).to(device)
+                self.flow_net = load_pwcnet(weights.pwcnet).to(device)
             except (OSError, KeyError, RuntimeError) as err:
                 self.errors["flolpips"] = str(err)
-            else:
-                self.pair_metrics["flolpips"] = lambda real, fake: flolpips(lpips_model, flow_net, real, fake)
 
     @property
     def active(self) -> list[str]:
-        return [name for name in self.names if name in self.frame_metrics or name in self.pair_metrics]
+        """The requested metrics that can be computed."""
+        return [name for name in self.names if name not in self.errors]
 
     @torch.inference_mode()
     def score_video(self, real: torch.Tensor, fake: torch.Tensor, options: EvalOptions) -> dict[str, float]:
-        """Mean of every active metric over the frames (pairs) of one video; ``T C H W`` inputs."""
+        """Mean of every active metric over the frames (FloLPIPS: consecutive pairs) of one ``T C H W`` video."""
         per_frame: dict[str, list[torch.Tensor]] = {name: [] for name in self.active}
-        frames = real.shape[0]
-        step = options.batch_size
-        for begin in range(0, frames, step):
-            real_chunk = to_unit_float(real[begin : begin + step], options.device)
-            fake_chunk = to_unit_float(fake[begin : begin + step], options.device)
-            for name, scorer in self.frame_metrics.items():
-                per_frame[name].append(scorer(real_chunk, fake_chunk).double().cpu())
-        if frames >= 2:
-            # Chunks of `step` pairs overlap by one frame so that every consecutive pair is scored once.
-            for begin in range(0, frames - 1, step):
-                real_chunk = to_unit_float(real[begin : begin + step + 1], options.device)
-                fake_chunk = to_unit_float(fake[begin : begin + step + 1], options.device)
-                for name, scorer in self.pair_metrics.items():
-                    per_frame[name].append(scorer(real_chunk, fake_chunk).double().cpu())
+        total = real.shape[0]
+        for begin in range(0, total, options.batch_size):
+            end = min(begin + options.batch_size, total)
+            # FloLPIPS also needs the frame after the chunk: the flow of the chunk's last pair ends there.
+            stop = min(end + 1, total) if self.flow_net is not None else end
+            real_chunk = to_unit_float(real[begin:stop], options.device)
+            fake_chunk = to_unit_float(fake[begin:stop], options.device)
+            for name, values in self._score_chunk(real_chunk, fake_chunk, end - begin).items():
+                per_frame[name].append(values.double().cpu())
         return {name: torch.cat(values).mean().item() for name, values in per_frame.items() if values}
+
+    def _score_chunk(self, real: torch.Tensor, fake: torch.Tensor, frames: int) -> dict[str, torch.Tensor]:
+        """Scores of the first ``frames`` frames of the chunk (a further frame, if present, only serves the flow)."""
+        active = self.active
+        scored_real, scored_fake = real[:frames], fake[:frames]
+        scores = {}
+        if "psnr" in active:
+            scores["psnr"] = psnr(scored_real, scored_fake)
+        if "ssim" in active:
+            scores["ssim"] = ssim(scored_real, scored_fake)
+        if self.lpips_model is None:
+            return scores
+        maps = lpips_layer_maps(self.lpips_model, scored_real, scored_fake)
+        if "lpips" in active:
+            scores["lpips"] = lpips_from_maps(maps)
+        if self.flow_net is not None and real.shape[0] >= 2:
+            pairs = real.shape[0] - 1
+            differences = flow_difference(self.flow_net, real, fake)
+            scores["flolpips"] = flolpips_from_maps([layer_map[:pairs] for layer_map in maps], differences)
+        return scores
 
 
 def _read_pair(pair: VideoPair, options: EvalOptions) -> tuple[torch.Tensor, torch.Tensor]:

@@ -37,6 +37,20 @@ def flow_weighted_sum(distance_map: torch.Tensor, flow_difference: torch.Tensor)
     return (distance_map * weights).sum(dim=(1, 2, 3))
 
 
+def flow_difference(flow_net: PWCNet, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """``flow(real_t -> real_t+1) - flow(fake_t -> fake_t+1)`` for ``T C H W`` frames in [0, 1]: ``T-1 2 H W``."""
+    pairs = real.shape[0] - 1
+    # One flow call for both videos: batch the real and the fake frame pairs together.
+    flows = flow_net(torch.cat([real[:-1], fake[:-1]]).float(), torch.cat([real[1:], fake[1:]]).float())
+    return flows[:pairs] - flows[pairs:]
+
+
+def flolpips_from_maps(layer_maps: list[torch.Tensor], flow_differences: torch.Tensor) -> torch.Tensor:
+    """FloLPIPS from the LPIPS layer maps of frames t (``N 1 h_k w_k``) and the flow differences of pairs
+    (t, t+1) (``N 2 H W``): ``N`` values."""
+    return sum(flow_weighted_sum(layer_map, flow_differences) for layer_map in layer_maps)
+
+
 def flolpips(
     lpips_model: lpips_package.LPIPS, flow_net: PWCNet, real: torch.Tensor, fake: torch.Tensor
 ) -> torch.Tensor:
@@ -54,9 +68,5 @@ def flolpips(
         raise ValueError(f"flolpips: real {tuple(real.shape)} and fake {tuple(fake.shape)} frames differ in shape")
     if real.shape[0] < 2:
         raise ValueError("flolpips: needs at least 2 consecutive frames")
-    pairs = real.shape[0] - 1
-    # One flow call for both videos: batch the real and the fake frame pairs together.
-    flows = flow_net(torch.cat([real[:-1], fake[:-1]]).float(), torch.cat([real[1:], fake[1:]]).float())
-    flow_difference = flows[:pairs] - flows[pairs:]
     maps = lpips_layer_maps(lpips_model, real[:-1], fake[:-1])
-    return sum(flow_weighted_sum(layer_map, flow_difference) for layer_map in maps)
+    return flolpips_from_maps(maps, flow_difference(flow_net, real, fake))

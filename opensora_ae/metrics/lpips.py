@@ -82,6 +82,11 @@ def lpips_layer_maps(model: lpips_package.LPIPS, real: torch.Tensor, fake: torch
     return maps
 
 
+def lpips_from_maps(layer_maps: list[torch.Tensor]) -> torch.Tensor:
+    """LPIPS from :func:`lpips_layer_maps`: the sum over layers of each map's spatial mean, ``N`` values."""
+    return sum(layer_map.mean(dim=(2, 3)) for layer_map in layer_maps).squeeze(1)
+
+
 def lpips_distance(model: lpips_package.LPIPS, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """LPIPS of each frame pair.
 
@@ -94,4 +99,4 @@ def lpips_distance(model: lpips_package.LPIPS, real: torch.Tensor, fake: torch.T
     """
     if real.shape != fake.shape:
         raise ValueError(f"lpips: real {tuple(real.shape)} and fake {tuple(fake.shape)} frames differ in shape")
-    return sum(layer_map.mean(dim=(2, 3)) for layer_map in lpips_layer_maps(model, real, fake)).squeeze(1)
+    return lpips_from_maps(lpips_layer_maps(model, real, fake))
