@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import runpy
 from pathlib import Path
@@ -12,11 +13,13 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
+from opensora_ae.config import load_config
+from opensora_ae.data.datasets import VideoTextDataset
 from opensora_ae.data.transforms import to_uint8_frames
 from opensora_ae.data.video_io import probe, read_video, write_video
 from opensora_ae.inference.reconstruct import reconstruct_dataset
 from opensora_ae.inference.runner import build_inference_dataset, build_inference_model, iter_clips, snap_to_uint8_grid
-from opensora_ae.models import build_model
+from opensora_ae.models import build_model, resolve_model_class
 from opensora_ae.train.parallel import DistContext
 from inference_utils import (GOOD_VIDEOS, HEIGHT, NOT_A_VIDEO, NUM_FRAMES, PYTHON, REPO, TINY_OPENSORA_V1_2,
                                    TOO_SHORT, WIDTH, fixture_model_cfg, load_tiny_model, make_video_folder,
@@ -25,6 +28,8 @@ from inference_utils import (GOOD_VIDEOS, HEIGHT, NOT_A_VIDEO, NUM_FRAMES, PYTHO
 
 CPU = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 NAMES = sorted(name[: -len(".mp4")] for name in GOOD_VIDEOS)  # "clip", "sub/a", "sub/deep/b"
+INFERENCE_CONFIGS = sorted((REPO / "configs/vae/inference").glob("*.py"))
+SCRIPT_KEYS = runpy.run_path(str(REPO / "scripts/vae/inference.py"))["SCRIPT_KEYS"]
 
 
 @pytest.fixture(scope="module")
@@ -238,3 +243,37 @@ def test_compare_script_pairs_by_relative_path(tmp_path, capsys):
         assert np.asarray(Image.open(item["png"])).shape == (3 * 16, 3 * 20, 3)
         assert read_video(item["mp4"]).shape == (6, 16, 60, 3)
     assert "skipped (no generated video)" in out and "skipped z: frame sizes differ" in out
+
+
+def test_every_model_family_has_an_inference_config():
+    assert [path.stem for path in INFERENCE_CONFIGS] == [
+        "causal_vae", "demo_dc_ae", "hunyuanvideo_vae", "opensora_v1_2", "video_dc_ae"]
+
+
+@pytest.mark.parametrize("path", INFERENCE_CONFIGS, ids=lambda path: path.stem)
+def test_inference_config_keys_are_real_arguments(path):
+    cfg = load_config(path).to_dict()
+    top_level = set(cfg) - {"config_path", "config_name"}
+    assert top_level <= set(SCRIPT_KEYS) | {"dataset", "model"}, top_level - set(SCRIPT_KEYS)
+    assert set(cfg["dataset"]) - {"type"} <= set(inspect.signature(VideoTextDataset).parameters)
+    model_cfg = dict(cfg["model"])
+    assert model_cfg.pop("from_pretrained") is None  # weights are given on the command line
+    cls = resolve_model_class(model_cfg)
+    assert set(model_cfg) - {"type"} <= set(inspect.signature(cls).parameters)
+    with torch.device("meta"):  # the constructor accepts the values too, without allocating the full model
+        model = cls(**{key: value for key, value in model_cfg.items() if key != "type"})
+    latent = model.get_latent_size(cfg["num_frames"], *cfg["resolution"])
+    assert (latent[0] - 1) * model.compression[0] + 1 <= cfg["num_frames"] and min(latent) >= 1
+
+
+def test_demo_inference_config_matches_the_demo_training_model(tmp_path):
+    train_cfg = load_config(REPO / "configs/vae/train/demo_dc_ae.py").to_dict()
+    cfg = load_config(REPO / "configs/vae/inference/demo_dc_ae.py").to_dict()
+    assert cfg["model"] == train_cfg["model"]
+    assert (cfg["num_frames"], tuple(cfg["resolution"])) == (train_cfg["dataset"]["num_frames"],
+                                                             tuple(train_cfg["dataset"]["image_size"]))
+    write_clip(tmp_path / "heldout/clip.mp4", 10, 40, 48)
+    cfg.update(save_dir=str(tmp_path / "recon"), dataset={**cfg["dataset"], "data_path": str(tmp_path / "heldout")},
+               model={**cfg["model"], "random_init": True})
+    assert len(reconstruct_dataset(cfg, CPU).written) == 1
+    assert read_video(tmp_path / "recon/recn/clip_recn.mp4").shape == (8, 32, 32, 3)
