@@ -24,6 +24,12 @@ dataset = dict(
 model = dict(
     type="causal_vae",
     from_pretrained=None,  # --model.from_pretrained (required)
+    # Tiled inference for long or large clips (off: 17 frames at 256 px fit in memory).
+    use_spatial_tiling=False,
+    use_temporal_tiling=False,
+    spatial_tile_size=256,
+    temporal_tile_size=64,
+    tile_overlap_factor=0.25,
 )
 
 save_dir = "samples/causal_vae"
