@@ -21,6 +21,7 @@ Config-driven variations (see docs/training.md for every key):
 
 from __future__ import annotations
 
+import inspect
 import random
 import signal
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from torch import nn
 from ..config import format_config, save_config
 from ..data import build_dataloader
 from ..losses import DiscriminatorLoss, GeneratorLoss, VAELoss, lpips_backbone_available
-from ..models import build_model
+from ..models import build_model, resolve_model_class
 from ..registry import DISCRIMINATORS, build
 from . import parallel
 from .checkpoint import RunningStates, Trainable, load_checkpoint, save_checkpoint
@@ -200,7 +201,11 @@ def prepare_run_dir(cfg: Config, ctx: parallel.DistContext) -> Path:
 def build_models(cfg: Config, ctx: parallel.DistContext) -> Models:
     """The autoencoder (+ EMA) and the optional discriminator, on the device and wrapped for data parallelism."""
     model_cfg = dict(cfg.model)
-    keep_last_layer = bool(model_cfg.pop("disc_off_grad_ckpt", False))
+    # Models that know disc_off_grad_ckpt (DC-AE) take it as a constructor argument; for the others the loop
+    # takes the module holding the last layer out of checkpointing.
+    keep_last_layer = False
+    if "disc_off_grad_ckpt" in model_cfg and not _accepts(resolve_model_class(model_cfg), "disc_off_grad_ckpt"):
+        keep_last_layer = bool(model_cfg.pop("disc_off_grad_ckpt"))
     model = build_model(model_cfg).to(ctx.device)
     if cfg.get("grad_checkpoint", False):
         model.set_gradient_checkpointing(True)
@@ -218,6 +223,11 @@ def build_models(cfg: Config, ctx: parallel.DistContext) -> Models:
         models.discriminator = disc
         models.discriminator_ddp = parallel.wrap_model(disc, ctx, "ddp")
     return models
+
+
+def _accepts(cls: type, argument: str) -> bool:
+    parameters = inspect.signature(cls.__init__).parameters
+    return argument in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
 
 
 def exclude_last_layer_from_checkpointing(model: nn.Module) -> None:
