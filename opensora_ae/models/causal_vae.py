@@ -33,6 +33,7 @@ from .base import VideoAutoencoder
 from .causal_vae_blocks import normalize, resolve_block
 from .checkpoint_io import CheckpointError, PretrainedMixin, StateDict, load_weights, unwrap_state_dict
 from .layers.posterior import DiagonalGaussianDistribution
+from .layers.tiling import TilingConfig, VideoTiler
 
 RELEASE_CLASS_NAME = "CausalVAEModel"
 LATENT_SCALING_FACTOR = 0.18215
@@ -216,7 +217,9 @@ class CausalVAEModel(PretrainedMixin, VideoAutoencoder):
     """Open-Sora-Plan CausalVideoVAE with a diagonal-Gaussian posterior.
 
     Constructor arguments are the fields of the release's ``config.json`` (same names, same defaults as the
-    reference's ``CausalVAEModel``) plus ``scaling_factor``. ``lr``, ``loss_type`` and ``loss_params`` only
+    reference's ``CausalVAEModel``) plus ``scaling_factor`` and the shared tiling keys (``layers/tiling.py``;
+    256 px spatial tiles with overlap 0.25 as Open-Sora-Plan's ``tiled_encode2d``, 64-frame temporal tiles
+    that read 65 frames = 17 latents). ``lr``, ``loss_type`` and ``loss_params`` only
     describe training (see ``opensora_ae.losses.configs_from_lpips_with_discriminator``) and are kept so that
     ``save_pretrained`` writes a complete release-style ``config.json``.
 
@@ -258,6 +261,11 @@ class CausalVAEModel(PretrainedMixin, VideoAutoencoder):
         in_channels: int = 3,
         out_channels: int = 3,
         scaling_factor: float = LATENT_SCALING_FACTOR,
+        use_spatial_tiling: bool = False,
+        use_temporal_tiling: bool = False,
+        spatial_tile_size: int = 256,
+        temporal_tile_size: int = 64,
+        tile_overlap_factor: float = 0.25,
         _class_name: str = RELEASE_CLASS_NAME,
         _diffusers_version: str | None = None,
     ) -> None:
@@ -297,6 +305,10 @@ class CausalVAEModel(PretrainedMixin, VideoAutoencoder):
         self.quant_conv = quant_conv_cls(2 * z_channels, 2 * embed_dim, 1)
         self.post_quant_conv = quant_conv_cls(embed_dim, z_channels, 1)
         self.compression = self._compression()
+        tiling = TilingConfig(
+            use_spatial_tiling, use_temporal_tiling, spatial_tile_size, temporal_tile_size, tile_overlap_factor
+        )
+        self.tiler = VideoTiler(tiling, self.compression, causal=True)
 
     def _compression(self) -> tuple[int, int, int]:
         """``(t, h, w)`` factors from the encoder's samplers (the last level's are never run, see ``Encoder``)."""
@@ -334,13 +346,14 @@ class CausalVAEModel(PretrainedMixin, VideoAutoencoder):
     ) -> tuple[torch.Tensor, DiagonalGaussianDistribution]:
         """Pixels ``B 3 T H W`` in [-1, 1] -> (scaled latent ``B embed_dim t h w``, unscaled posterior)."""
         self.check_input(x)
-        posterior = DiagonalGaussianDistribution(self.quant_conv(self.encoder(x)))
+        moments = self.tiler.encode(x, lambda clip: self.quant_conv(self.encoder(clip)))
+        posterior = DiagonalGaussianDistribution(moments)
         z = posterior.sample() if sample_posterior else posterior.mode()
         return z * self.scaling_factor, posterior
 
     def decode(self, z: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
         """Scaled latent ``B embed_dim t h w`` -> pixels ``B 3 (1 + f*(t-1)) H W``, cropped to ``num_frames``."""
-        x = self.decoder(self.post_quant_conv(z / self.scaling_factor))
+        x = self.tiler.decode(z / self.scaling_factor, lambda tile: self.decoder(self.post_quant_conv(tile)))
         if num_frames is not None:
             if num_frames > x.shape[2]:
                 raise ValueError(f"causal_vae.decode: num_frames={num_frames} but the latent decodes to {x.shape[2]}")
