@@ -199,11 +199,18 @@ def test_freeze_vae_2d_and_gradient_checkpointing():
     assert stages["x_rec"].shape == x.shape and stages["z_raw"].shape == (1, 4, 2, 2, 2)
     assert all(p.grad is None for p in frozen.spatial_vae.parameters())
     frozen.set_gradient_checkpointing(True)
-    assert frozen.temporal_vae.encoder.gradient_checkpointing and frozen.spatial_vae.module.encoder.gradient_checkpointing
+    assert frozen.temporal_vae.encoder.res_blocks.gradient_checkpointing
+    assert frozen.temporal_vae.decoder.block_res_blocks[0].gradient_checkpointing
+    assert frozen.spatial_vae.module.encoder.gradient_checkpointing
     for reference, checkpointed in zip(plain, latent_loss_grads()):
         torch.testing.assert_close(checkpointed, reference)
     frozen.set_gradient_checkpointing(False)
-    assert not frozen.temporal_vae.decoder.gradient_checkpointing
+    assert not frozen.temporal_vae.decoder.res_blocks.gradient_checkpointing
+
+    encoder_only = OpenSoraVAEV12(**tiny_kwargs(freeze_vae_2d_decoder=True))
+    frozen_names = {n for n, p in encoder_only.spatial_vae.module.named_parameters() if not p.requires_grad}
+    assert frozen_names and all(n.startswith(("decoder.", "post_quant_conv.")) for n in frozen_names)
+    assert encoder_only.spatial_vae.module.encoder.conv_in.weight.requires_grad
 
     trainable = build_model(tiny_config())
     trainable.set_gradient_checkpointing(True)

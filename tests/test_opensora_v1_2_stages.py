@@ -130,7 +130,7 @@ def test_stage2_trains_the_spatial_encoder_without_identity_loss(runs):
     encoder = [k for k in before if ".encoder." in k or ".quant_conv." in k]
     decoder = [k for k in before if ".decoder." in k or ".post_quant_conv." in k]
     assert changed({k: before[k] for k in encoder}, {k: after[k] for k in encoder}) > 0
-    # Only latent losses: the 2-D decoder gets no gradient in this stage.
+    # Only latent losses: the 2-D decoder gets no gradient in this stage (and is frozen by the config).
     assert changed({k: before[k] for k in decoder}, {k: after[k] for k in decoder}) == 0
 
 
@@ -154,5 +154,11 @@ def test_stage3_config_is_the_release_recipe():
     assert cfg.vae_loss_config.kl_loss_weight == 1e-6 and cfg.vae_loss_config.recon_loss_weight == 1.0
     assert cfg.dataset.num_frames == 33 and cfg.mixed_strategy == "mixed_video_random"
     assert cfg.forward_kwargs == {} and cfg.loss_inputs == {}
+    assert not cfg.model.freeze_vae_2d and not cfg.model.freeze_vae_2d_decoder
+    stage2 = load_config(REPO / "configs" / "vae" / "train" / "stage2.py", [], OPTIONAL_KEYS)
+    assert not stage2.model.freeze_vae_2d and stage2.model.freeze_vae_2d_decoder
+    assert stage2.vae_loss_config.identity_loss_weight == 0 and stage2.vae_loss_config.latent_recon_loss_weight == 1
     stage1 = load_config(REPO / "configs" / "vae" / "train" / "stage1.py", [], OPTIONAL_KEYS)
     assert stage1.model.freeze_vae_2d and stage1.mixed_image_ratio == 0.2 and stage1.dataset.num_frames == 17
+    assert stage1.vae_loss_config.identity_loss_weight == 1 and stage1.vae_loss_config.recon_loss_weight == 0
+    assert stage1.optim.lr == 1e-5 and stage1.plugin == "ddp"

@@ -85,14 +85,20 @@ def _merge_config(defaults: Mapping[str, Any], overrides: Mapping[str, Any] | No
     return {**defaults, **overrides}
 
 
-def _run_blocks(blocks: Sequence[nn.Module], x: torch.Tensor, use_checkpoint: bool) -> torch.Tensor:
-    """Apply ``blocks`` in order, with activation checkpointing per block when asked (and gradients are on)."""
-    for block in blocks:
-        if use_checkpoint and torch.is_grad_enabled():
-            x = checkpoint(block, x, use_reentrant=False)
-        else:
-            x = block(x)
-    return x
+class ResBlockStack(nn.ModuleList):
+    """Res blocks applied in order (keys ``<i>.*`` like the release's ``nn.ModuleList``), each under activation
+    checkpointing when ``gradient_checkpointing`` is set and gradients are on. Being a module with a ``forward``
+    lets FSDP2 shard a stack as one unit."""
+
+    gradient_checkpointing = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self:
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return x
 
 
 def time_depth_to_space(x: torch.Tensor, factor: int) -> torch.Tensor:
@@ -123,14 +129,13 @@ class TemporalEncoder(nn.Module):
         num_groups: int,
     ) -> None:
         super().__init__()
-        self.gradient_checkpointing = False
         self.conv_in = conv(in_out_channels, filters, 3, bias=False)
         self.block_res_blocks = nn.ModuleList()
         self.conv_blocks = nn.ModuleList()
         channels = filters
         for level, multiplier in enumerate(channel_multipliers):
             width = filters * multiplier
-            blocks = nn.ModuleList()
+            blocks = ResBlockStack()
             for _ in range(num_res_blocks):
                 blocks.append(resblock(channels, width))
                 channels = width
@@ -140,17 +145,17 @@ class TemporalEncoder(nn.Module):
                     self.conv_blocks.append(conv(channels, width, 3, stride=(2, 1, 1)))
                 else:
                     self.conv_blocks.append(nn.Identity())
-        self.res_blocks = nn.ModuleList([resblock(channels, channels) for _ in range(num_res_blocks)])
+        self.res_blocks = ResBlockStack([resblock(channels, channels) for _ in range(num_res_blocks)])
         self.norm1 = nn.GroupNorm(num_groups, channels)
         self.conv2 = conv(channels, latent_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_in(x)
         for level, blocks in enumerate(self.block_res_blocks):
-            x = _run_blocks(blocks, x, self.gradient_checkpointing)
+            x = blocks(x)
             if level < len(self.conv_blocks):
                 x = self.conv_blocks[level](x)
-        x = _run_blocks(self.res_blocks, x, self.gradient_checkpointing)
+        x = self.res_blocks(x)
         return self.conv2(F.silu(self.norm1(x)))
 
 
@@ -175,14 +180,13 @@ class TemporalDecoder(nn.Module):
         num_groups: int,
     ) -> None:
         super().__init__()
-        self.gradient_checkpointing = False
         num_levels = len(channel_multipliers)
         # time_factors[i] upsamples after level i + 1 (mirror of the encoder's conv_blocks[i]).
         self.time_factors = [2 if temporal_downsample[i] else 1 for i in range(num_levels - 1)]
         channels = filters * channel_multipliers[-1]
         self.conv1 = conv(latent_channels, channels, 3)
-        self.res_blocks = nn.ModuleList([resblock(channels, channels) for _ in range(num_res_blocks)])
-        block_res_blocks: list[nn.ModuleList] = [nn.ModuleList() for _ in range(num_levels)]
+        self.res_blocks = ResBlockStack([resblock(channels, channels) for _ in range(num_res_blocks)])
+        block_res_blocks = [ResBlockStack() for _ in range(num_levels)]
         conv_blocks: list[nn.Module] = [nn.Identity() for _ in range(num_levels - 1)]
         for level in reversed(range(num_levels)):
             width = filters * channel_multipliers[level]
@@ -198,9 +202,9 @@ class TemporalDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.conv1(z)
-        x = _run_blocks(self.res_blocks, x, self.gradient_checkpointing)
+        x = self.res_blocks(x)
         for level in reversed(range(len(self.block_res_blocks))):
-            x = _run_blocks(self.block_res_blocks[level], x, self.gradient_checkpointing)
+            x = self.block_res_blocks[level](x)
             if level > 0:
                 x = time_depth_to_space(self.conv_blocks[level - 1](x), self.time_factors[level - 1])
         return self.conv_out(F.silu(self.norm1(x)))
@@ -335,6 +339,9 @@ class OpenSoraVAEV12(PretrainedMixin, VideoAutoencoder):
         spatial_scaling_factor: multiplier of the 2-D VAE latent (0.18215 in the release).
         shift, scale: per-channel latent normalisation, ``z = (temporal_latent - shift) / scale``.
         freeze_vae_2d: stop gradients to the 2-D VAE's parameters (training stage 1).
+        freeze_vae_2d_decoder: stop gradients to the 2-D VAE's decoder side (``post_quant_conv`` + ``decoder``):
+            training stage 2, whose latent-only losses never reach it (as in the release); frozen, DDP does not
+            wait for gradients that never come.
     """
 
     latent_channels = 4
@@ -351,6 +358,7 @@ class OpenSoraVAEV12(PretrainedMixin, VideoAutoencoder):
         shift: float | Sequence[float] = RELEASED_SHIFT,
         scale: float | Sequence[float] = RELEASED_SCALE,
         freeze_vae_2d: bool = False,
+        freeze_vae_2d_decoder: bool = False,
     ) -> None:
         super().__init__()
         spatial_config = _spatial_config(vae_2d, vae_2d_pretrained)
@@ -376,6 +384,10 @@ class OpenSoraVAEV12(PretrainedMixin, VideoAutoencoder):
             self.config = {**self.config, "vae_2d": spatial_config, "vae_2d_pretrained": None}
         if freeze_vae_2d:
             self.spatial_vae.requires_grad_(False)
+        if freeze_vae_2d_decoder:
+            for name, parameter in self.spatial_vae.module.named_parameters():
+                if name.startswith(("post_quant_conv.", "decoder.")):
+                    parameter.requires_grad_(False)
 
     # ---- the two stages -----------------------------------------------------------------------------------
     def encode_spatial(self, x: torch.Tensor, sample_posterior: bool = False) -> torch.Tensor:
@@ -510,8 +522,9 @@ class OpenSoraVAEV12(PretrainedMixin, VideoAutoencoder):
 
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Checkpoint the temporal res blocks and the diffusers encoder/decoder blocks."""
-        self.temporal_vae.encoder.gradient_checkpointing = enabled
-        self.temporal_vae.decoder.gradient_checkpointing = enabled
+        for module in self.temporal_vae.modules():
+            if isinstance(module, ResBlockStack):
+                module.gradient_checkpointing = enabled
         if enabled:
             self.spatial_vae.module.enable_gradient_checkpointing()
         else:

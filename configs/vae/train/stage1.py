@@ -43,11 +43,13 @@ vae_loss_config = dict(
 mixed_strategy = "mixed_video_image"
 mixed_image_ratio = 0.2
 
-# Acceleration
+# Acceleration. Open-Sora 1.2 trained with ColossalAI ZeRO-2; here DDP: single images and random clip lengths
+# differ between ranks at a step, which changes how often the pipeline calls its blocks (per-frame micro-batches,
+# 17-frame chunks), and FSDP2 ("zero2") needs every rank to call every sharded block equally often.
 num_workers = 16
 dtype = "bf16"
 grad_checkpoint = True
-plugin = "zero2"
+plugin = "ddp"
 
 # Optimisation
 optim = dict(cls="HybridAdam", lr=1e-5, eps=1e-8, weight_decay=0.0, adamw_mode=True)

@@ -10,7 +10,10 @@ _base_ = ["stage2.py"]
 num_frames = 33
 dataset = dict(num_frames=num_frames)
 
-model = dict(from_pretrained=None)  # the stage-2 checkpoint
+model = dict(
+    from_pretrained=None,  # the stage-2 checkpoint
+    freeze_vae_2d_decoder=False,  # the pixel loss trains the whole pipeline
+)
 # Plain (x_rec, posterior, z) forward: only pixel-space terms are used.
 forward_kwargs = dict(_delete_=True)
 loss_inputs = dict(_delete_=True)
