@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from mmengine.config import Config
 from safetensors.torch import load_file
 
 from opensora_ae.models import build_model
 from opensora_ae.models.checkpoint_io import CheckpointError, load_weights
 from opensora_ae.models.opensora_v1_2 import OpenSoraVAEV12, time_depth_to_space
+from parity_utils import (
+    assert_matches_reference,
+    assert_released_layout,
+    build_fixture_model,
+    fixture_dir,
+    load_io,
+    model_config,
+    state_dict_shapes,
+)
 
-FIXTURE = Path(__file__).parent / "fixtures" / "parity" / "opensora1_2_vae"
+FIXTURE = "opensora1_2_vae"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -26,17 +33,9 @@ def _one_thread():
     torch.set_num_threads(previous)
 
 
-def tiny_config(**overrides) -> dict:
-    """The fixture's ``model.py`` config with an absolute weights path (tests may run from any folder)."""
-    model = dict(Config.fromfile(str(FIXTURE / "model.py")).model.to_dict())
-    model["from_pretrained"] = str(FIXTURE / "weights.safetensors")
-    model.update(overrides)
-    return model
-
-
 def tiny_kwargs(**overrides) -> dict:
-    """Constructor kwargs of the tiny model (no weights)."""
-    config = tiny_config(**overrides)
+    """Constructor kwargs of the fixture's tiny pipeline (no weights)."""
+    config = model_config(FIXTURE, **overrides)
     config.pop("type")
     config.pop("from_pretrained")
     return config
@@ -44,51 +43,44 @@ def tiny_kwargs(**overrides) -> dict:
 
 @pytest.fixture(scope="module")
 def model() -> OpenSoraVAEV12:
-    return build_model(tiny_config()).eval()
+    return build_fixture_model(FIXTURE)
 
 
 @pytest.fixture(scope="module")
 def io() -> dict[str, torch.Tensor]:
-    return load_file(str(FIXTURE / "io.safetensors"))
-
-
-def assert_matches(actual: torch.Tensor, expected: torch.Tensor, name: str) -> None:
-    assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} vs {tuple(expected.shape)}"
-    error = (actual - expected).abs().max().item()
-    tolerance = 1e-4 * max(1.0, expected.abs().max().item())
-    assert error <= tolerance, f"{name}: max error {error:.3e} > {tolerance:.3e}"
+    return load_io(FIXTURE)
 
 
 @torch.no_grad()
 def test_parity_every_stage(model, io):
     x = io["x"]
     spatial = model.spatial_vae.encode_distribution(x)
-    assert_matches(spatial.mode() * 0.18215, io["x_z"], "x_z")
-    assert_matches(spatial.logvar, io["x_z_logvar"], "x_z_logvar")
+    assert_matches_reference(spatial.mode() * 0.18215, io["x_z"], "x_z")
+    assert_matches_reference(spatial.logvar, io["x_z_logvar"], "x_z_logvar")
     stages = model.forward_stages(x, sample_posterior=False, decode_pixels=False)
-    assert_matches(stages["x_z"], io["x_z"], "forward_stages x_z")
-    assert_matches(stages["posterior"].mean, io["posterior_mean"], "posterior_mean")
-    assert_matches(stages["posterior"].logvar, io["posterior_logvar"], "posterior_logvar")
-    assert_matches(stages["z"], io["z"], "forward_stages z")
-    assert_matches(model.encode(x), io["z"], "encode z")
+    assert_matches_reference(stages["x_z"], io["x_z"], "forward_stages x_z")
+    assert_matches_reference(stages["posterior"].mean, io["posterior_mean"], "posterior_mean")
+    assert_matches_reference(stages["posterior"].logvar, io["posterior_logvar"], "posterior_logvar")
+    assert_matches_reference(stages["z"], io["z"], "forward_stages z")
+    assert_matches_reference(model.encode(x), io["z"], "encode z")
     x_z_rec = model.decode_temporal(model.denormalize(io["z"]), num_frames=17)
-    assert_matches(x_z_rec, io["x_z_rec"], "x_z_rec")
-    assert_matches(stages["x_z_rec"], io["x_z_rec"], "forward_stages x_z_rec")
-    assert_matches(model.decode(io["z"], num_frames=17), io["x_rec"], "x_rec")
+    assert_matches_reference(x_z_rec, io["x_z_rec"], "x_z_rec")
+    assert_matches_reference(stages["x_z_rec"], io["x_z_rec"], "forward_stages x_z_rec")
+    assert_matches_reference(model.decode(io["z"], num_frames=17), io["x_rec"], "x_rec")
 
 
 @torch.no_grad()
 def test_parity_micro_frame_chunks(model, io):
     """22 frames: chunks [0:17] and [17:22] are encoded independently (5 + 2 latents), decoded as 17 + 5 frames."""
     z, posterior = model.encode_with_posterior(io["x_chunked"])
-    assert_matches(z, io["z_chunked"], "z_chunked")
-    assert_matches(posterior.mean, io["posterior_mean_chunked"], "posterior_mean_chunked")
-    assert_matches(posterior.logvar, io["posterior_logvar_chunked"], "posterior_logvar_chunked")
-    assert_matches(model.decode(io["z_chunked"], num_frames=22), io["x_rec_chunked"], "x_rec_chunked")
+    assert_matches_reference(z, io["z_chunked"], "z_chunked")
+    assert_matches_reference(posterior.mean, io["posterior_mean_chunked"], "posterior_mean_chunked")
+    assert_matches_reference(posterior.logvar, io["posterior_logvar_chunked"], "posterior_logvar_chunked")
+    assert_matches_reference(model.decode(io["z_chunked"], num_frames=22), io["x_rec_chunked"], "x_rec_chunked")
 
 
 def test_strict_loading_names_the_bad_keys():
-    state = load_file(str(FIXTURE / "weights.safetensors"))
+    state = load_file(str(fixture_dir(FIXTURE) / "weights.safetensors"))
     state.pop("shift")
     state["temporal_vae.encoder.conv_blocks.0.conv.weight"] = torch.zeros(1)
     model = OpenSoraVAEV12(**tiny_kwargs())
@@ -98,16 +90,9 @@ def test_strict_loading_names_the_bad_keys():
 
 def test_released_layout_on_meta_device():
     """The released hyper-parameters give exactly the keys and shapes of hpcai-tech/OpenSora-VAE-v1.2."""
-    expected = {}
-    for line in (FIXTURE / "keys_released.txt").read_text().splitlines():
-        key, shape = line.split("\t")
-        expected[key] = json.loads(shape)
     with torch.device("meta"):
         released = OpenSoraVAEV12()
-    actual = {key: list(tensor.shape) for key, tensor in released.state_dict().items()}
-    assert sorted(set(expected) - set(actual)) == []
-    assert sorted(set(actual) - set(expected)) == []
-    assert actual == expected
+    assert_released_layout(state_dict_shapes(released), FIXTURE)
     assert released.compression == (4, 8, 8) and released.micro_frame_size == 17
     assert released.spatial_vae.micro_batch_size == 4 and released.spatial_vae.scaling_factor == 0.18215
 
@@ -182,7 +167,7 @@ def test_micro_batch_size_has_no_numerical_effect(model):
 
 def test_freeze_vae_2d_and_gradient_checkpointing():
     torch.manual_seed(0)
-    frozen = build_model(tiny_config(freeze_vae_2d=True)).train()
+    frozen = build_fixture_model(FIXTURE, freeze_vae_2d=True).train()
     assert not any(p.requires_grad for p in frozen.spatial_vae.parameters())
     assert all(p.requires_grad for p in frozen.temporal_vae.parameters())
     x = torch.rand(1, 3, 5, 16, 16) * 2 - 1
@@ -212,7 +197,7 @@ def test_freeze_vae_2d_and_gradient_checkpointing():
     assert frozen_names and all(n.startswith(("decoder.", "post_quant_conv.")) for n in frozen_names)
     assert encoder_only.spatial_vae.module.encoder.conv_in.weight.requires_grad
 
-    trainable = build_model(tiny_config())
+    trainable = build_model(model_config(FIXTURE))
     trainable.set_gradient_checkpointing(True)
     x_rec, posterior, _ = trainable(x)
     (x_rec.abs().mean() + posterior.kl().mean()).backward()
@@ -273,7 +258,7 @@ def test_released_huggingface_folder_config(tmp_path):
     assert OpenSoraVAEV12.config_from_pretrained_dir(tmp_path) == dict(
         micro_frame_size=17, shift=released["shift"], scale=released["scale"], freeze_vae_2d=False, micro_batch_size=4
     )
-    (tmp_path / "model.safetensors").write_bytes((FIXTURE / "weights.safetensors").read_bytes())
+    (tmp_path / "model.safetensors").write_bytes((fixture_dir(FIXTURE) / "weights.safetensors").read_bytes())
     kwargs = tiny_kwargs()
     tiny = build_model(
         dict(type="opensora_v1_2_vae", from_pretrained=str(tmp_path), vae_2d=kwargs["vae_2d"], vae_temporal=kwargs["vae_temporal"])

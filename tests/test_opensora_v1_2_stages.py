@@ -12,16 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from mmengine.config import Config
 from safetensors.torch import load_file
 
 from opensora_ae.config import load_config
 from opensora_ae.models import build_model
 from opensora_ae.train.loop import OPTIONAL_KEYS, train
 
+from parity_utils import model_config
 from train_helpers import REPO, write_fixed_clips
-
-TINY = Path(__file__).parent / "fixtures" / "parity" / "opensora1_2_vae"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -36,9 +34,8 @@ def _one_thread():
 def runs(tmp_path_factory) -> dict[str, Path]:
     """Run the three stages once (shared by the tests below); returns the run folders and the 2-D VAE folder."""
     root = tmp_path_factory.mktemp("os12_stages")
-    tiny = dict(Config.fromfile(str(TINY / "model.py")).model.to_dict())
-    tiny.pop("from_pretrained")
-    sdxl_like = build_model({**tiny, "from_pretrained": str(TINY / "weights.safetensors")})
+    tiny = model_config("opensora1_2_vae")
+    sdxl_like = build_model(tiny)
     sdxl_like.spatial_vae.module.save_pretrained(root / "sdxl_vae" / "vae")
     clips17 = write_fixed_clips(root / "clips17", count=2, frames=17, size=16, distinct=True)
     clips33 = write_fixed_clips(root / "clips33", count=2, frames=33, size=16, distinct=True)
