@@ -29,7 +29,7 @@ from opensora_ae.data.transforms import to_uint8_frames
 from opensora_ae.data.video_io import write_video
 from opensora_ae.inference.runner import Clip, build_inference_dataset, build_inference_model, iter_clips
 from opensora_ae.models import VideoAutoencoder
-from opensora_ae.train.parallel import DistContext, all_gather_objects, autocast, resolve_dtype
+from opensora_ae.train.parallel import DistContext, all_gather_objects, resolve_dtype
 
 # output kind -> (folder suffix, file suffix) per layout
 LAYOUTS: dict[str, dict[str, tuple[str, str]]] = {
@@ -109,7 +109,7 @@ def _reconstruct_batch(model: VideoAutoencoder, clips: list[Clip], ctx: DistCont
                        ) -> list[dict[str, torch.Tensor]]:
     """Run ``model.reconstruct`` on the stacked clips; per clip, every output as float32 on the CPU."""
     x = torch.stack([clip.video for clip in clips]).to(ctx.device, dtype)
-    with torch.inference_mode(), autocast(ctx.device, dtype):
+    with torch.inference_mode():
         outputs = model.reconstruct(x)
     return [{kind: value[i].float().cpu() for kind, value in outputs.items()} for i in range(len(clips))]
 

@@ -8,7 +8,7 @@ import torch
 
 from opensora_ae.inference.runner import Clip, build_inference_dataset, build_inference_model, iter_clips
 from opensora_ae.models import VideoAutoencoder
-from opensora_ae.train.parallel import DistContext, all_gather_objects, autocast, resolve_dtype
+from opensora_ae.train.parallel import DistContext, all_gather_objects, resolve_dtype
 
 
 class LatentMoments:
@@ -74,7 +74,7 @@ class LatentMoments:
 
 def _encode_batch(model: VideoAutoencoder, clips: list[Clip], ctx: DistContext, dtype: torch.dtype) -> torch.Tensor:
     x = torch.stack([clip.video for clip in clips]).to(ctx.device, dtype)
-    with torch.inference_mode(), autocast(ctx.device, dtype):
+    with torch.inference_mode():
         return model.encode(x)
 
 
