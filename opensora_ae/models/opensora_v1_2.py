@@ -35,6 +35,7 @@ from ..registry import MODELS
 from .base import VideoAutoencoder
 from .checkpoint_io import CONFIG_FILE_NAME, PretrainedMixin, load_weights
 from .layers.conv import CausalConv3d
+from .layers.per_frame import batch_to_frames, frames_to_batch
 from .layers.posterior import DiagonalGaussianDistribution
 from .layers.resnet import ResnetBlock
 
@@ -301,10 +302,9 @@ class SpatialVAE(nn.Module):
         self.downsample_factor = 2 ** (len(config["block_out_channels"]) - 1)
 
     def _per_frame(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        frames = rearrange(x, "b c t h w -> (b t) c h w")
+        frames = frames_to_batch(x)
         step = self.micro_batch_size or frames.shape[0]
-        out = torch.cat([fn(chunk) for chunk in frames.split(step)], dim=0)
-        return rearrange(out, "(b t) c h w -> b c t h w", b=x.shape[0])
+        return batch_to_frames(torch.cat([fn(chunk) for chunk in frames.split(step)], dim=0), x.shape[2])
 
     def encode_distribution(self, x: torch.Tensor) -> DiagonalGaussianDistribution:
         """Pixels ``B 3 T H W`` -> per-frame posterior over ``B 4 T H/8 W/8`` (unscaled)."""
