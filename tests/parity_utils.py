@@ -18,12 +18,24 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from torch import nn
 
 from opensora_ae.config import load_config
 from opensora_ae.models import build_model
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's model tests on one intra-op thread: on a shared, busy 2-core machine two OpenMP threads
+    contend with other processes and tiny models run 10-30x slower. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")`` after importing it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures" / "parity"
 TOLERANCE = 1e-4

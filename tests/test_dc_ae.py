@@ -15,8 +15,11 @@ from parity_utils import (
     load_fixture_config,
     load_io,
     model_config,
+    one_thread,  # noqa: F401  (fixture)
     state_dict_shapes,
 )
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 FIXTURE = "opensora2_dc_ae"
 

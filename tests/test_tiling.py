@@ -22,7 +22,10 @@ import torch.nn.functional as F
 from opensora_ae.models.layers.tiling import TilingConfig, VideoTiler, axis_tiling, cross_fade
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from parity_utils import one_thread  # noqa: E402,F401  (fixture)
 from test_dc_ae import tiny  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class PoolCodec:
