@@ -500,12 +500,6 @@ class VideoDCAE(PretrainedMixin, VideoAutoencoder):
     def get_last_layer(self) -> torch.Tensor:
         return self.decoder.project_out.op_list[2].conv.weight
 
-    # ---- tiling -----------------------------------------------------------------------------------------------
-    def set_tiling(self, **changes: Any) -> None:
-        """Change tiling keys at run time, e.g. ``set_tiling(use_temporal_tiling=True, temporal_tile_size=32)``."""
-        self.tiler = self.tiler.with_changes(**changes)
-        self.config.update(changes)
-
     @classmethod
     def checkpoint_hint(cls, state_dict: dict[str, torch.Tensor]) -> str | None:
         """Name the DC-AE config whose latent width matches a checkpoint (appended to load errors)."""
