@@ -158,3 +158,14 @@ def test_folder_type_mismatch_and_missing_source(tmp_path):
         TinyNet.from_pretrained(tmp_path)
     with pytest.raises(FileNotFoundError, match="from_pretrained"):
         build_model(dict(type="_test_tiny_net", from_pretrained=str(tmp_path / "absent")))
+
+
+def test_build_model_strict_flag_and_ignore_prefixes(tmp_path):
+    sd = _state()
+    sd["loss.logvar"] = torch.zeros(1)
+    save_file(sd, str(tmp_path / "w.safetensors"))
+    with pytest.raises(CheckpointError, match="loss.logvar"):
+        build_model(dict(type="_test_tiny_net", from_pretrained=str(tmp_path / "w.safetensors")))
+    model = build_model(dict(type="_test_tiny_net", from_pretrained=str(tmp_path / "w.safetensors"), strict=False))
+    assert torch.equal(model.encoder[0].weight, sd["encoder.0.weight"])
+    assert load_weights(TinyNet(), sd, ignore_prefixes=("loss.",)).ok
