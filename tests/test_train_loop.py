@@ -153,6 +153,34 @@ def test_kill_and_resume_is_exact(tmp_path, clips):
         (resumed / "running_states.json").read_text())
 
 
+def test_sigterm_saves_a_checkpoint_before_exiting(tmp_path, clips):
+    cfg = write_config(tmp_path / "cfg.py", tiny_config(clips, max_steps=50))
+    result = run_training([str(cfg), "--save-dir", str(tmp_path / "run")], instrumented=True, check=False,
+                          env={"TRAIN_TEST_SIGNAL_AFTER_STEP": "2"})
+    assert result.returncode == 128 + 15, result.stderr[-2000:]
+    saved = checkpoint.list_checkpoints(tmp_path / "run")
+    assert [p.name for p in saved] == ["epoch0-global_step2"]
+    assert json.loads((saved[0] / "running_states.json").read_text())["global_step"] == 2
+
+
+TINY_DC_AE = dict(type="dc_ae", latent_channels=4, width_list=(8, 16), encoder_depth_list=(1, 1),
+                  decoder_depth_list=(1, 1), encoder_block_types=("ResBlock", "ResBlock"),
+                  decoder_block_types=("ResBlock", "ResBlock"), temporal_downsample=(True, False))
+
+
+def test_adaptive_weight_with_gradient_checkpointing_on_dc_ae(tmp_path, clips):
+    cfg = tiny_config(
+        clips, max_steps=3, grad_checkpoint=True, model=dict(TINY_DC_AE, disc_off_grad_ckpt=True),
+        discriminator=dict(type="N_Layer_discriminator_3D", input_nc=3, ndf=4, n_layers=2, conv_cls="conv3d"),
+        gen_loss_config=dict(gen_start=0, disc_weight=0.05), disc_loss_config=dict(disc_start=1),
+    )
+    steps = _steps(_train_in_process(tmp_path, cfg))
+    assert len(steps) == 3
+    for record in steps:
+        assert math.isfinite(record["gen_weight"]) and record["gen_weight"] > 0, record
+    assert ["loss_disc" in r for r in steps] == [False, True, True]
+
+
 def test_linear_warmup_matches_open_sora():
     optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(1))], dict(cls="AdamW", lr=1.0))
     scheduler = LinearWarmupLR(optimizer, warmup_steps=3)

@@ -21,6 +21,7 @@ directory (one machine, or a shared filesystem for multi-node runs).
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 import shutil
@@ -38,6 +39,8 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
 from ..models.checkpoint_io import load_state_dict_file, save_state_dict_file
 from .ema import EMA
 from .parallel import DistContext, barrier, broadcast_object
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = re.compile(r"^epoch(\d+)-global_step(\d+)$")
 RUNNING_STATES = "running_states.json"
@@ -182,8 +185,9 @@ def load_checkpoint(
     """Restore everything :func:`save_checkpoint` wrote, on every rank; returns the running states.
 
     Call after wrapping the models (DDP / FSDP2) and building optimizers and schedulers. RNG states are restored
-    per rank when the checkpoint has one for this rank (a different world size reseeds the missing ranks'
-    generators from rank 0's state offset by the rank).
+    per rank when the checkpoint has one for this rank (ranks without one are reseeded). With another world size
+    than the saved run the model, EMA and optimizer states load the same, but the current epoch's data restarts
+    from its beginning (the sampler deals batches to ranks by world size).
     """
     folder = Path(folder)
     _check_checkpoint(folder)
@@ -200,14 +204,21 @@ def load_checkpoint(
     if ema is not None:
         ema_file = folder / "ema.safetensors"
         ema.load_state_dict(load_state_dict_file(ema_file) if ema_file.is_file() else _weights_as_ema(trainables))
+    states = RunningStates(**json.loads((folder / RUNNING_STATES).read_text()))
     if sampler is not None and (folder / "sampler.pt").is_file():
-        sampler.load_state_dict(torch.load(folder / "sampler.pt", weights_only=False))
+        sampler_state = torch.load(folder / "sampler.pt", weights_only=False)
+        if sampler_state.get("world_size", ctx.world_size) == ctx.world_size:
+            sampler.load_state_dict(sampler_state)
+        else:
+            # The batches of an epoch are dealt to ranks by world size: another world size restarts the epoch.
+            logger.warning("--load %s: saved with %s ranks, now %s: epoch %d restarts from its first batch",
+                           folder, sampler_state["world_size"], ctx.world_size, states.epoch)
+            states.batches_in_epoch = 0
     rng_file = folder / "rng" / f"rank{ctx.rank}.pt"
     if rng_file.is_file():
         _set_rng_state(torch.load(rng_file, weights_only=False))
     else:
         torch.manual_seed(torch.initial_seed() + ctx.rank)
-    states = RunningStates(**json.loads((folder / RUNNING_STATES).read_text()))
     return broadcast_object(states)
 
 
