@@ -154,7 +154,7 @@ class MidBlock(nn.Module):
 
 
 def _norm_act_conv(norm: nn.GroupNorm, conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """GroupNorm -> SiLU -> conv; SiLU runs in place on the fresh norm output (safe for autograd too)."""
+    """GroupNorm -> SiLU -> conv; without autograd SiLU runs in place on the fresh norm output."""
     return conv(F.silu(norm(x), inplace=not torch.is_grad_enabled()))
 
 

@@ -52,8 +52,11 @@ class ResnetBlock(nn.Module):
             self.add_module(shortcut_name, conv_factory(in_channels, out_channels, shortcut_kernel_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        # Without autograd, SiLU and the residual sum reuse their fresh inputs' memory (same values, fewer
+        # full-size allocations); with autograd they stay out of place because backward needs the inputs.
+        inplace = not torch.is_grad_enabled()
+        h = self.conv1(F.silu(self.norm1(x), inplace=inplace))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h), inplace=inplace)))
         if self.shortcut_name is not None:
             x = getattr(self, self.shortcut_name)(x)
-        return x + h
+        return h.add_(x) if inplace else x + h

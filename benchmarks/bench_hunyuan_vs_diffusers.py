@@ -1,0 +1,190 @@
+"""HunyuanVideo VAE: our implementation vs diffusers' ``AutoencoderKLHunyuanVideo``, same random weights.
+
+Encodes a ``1x3x17x128x128`` clip and decodes a ``1x16x5x16x16`` latent with each implementation (untiled: diffusers'
+default frame-wise tiling above 16 frames is switched off so both do the same computation), and reports the best
+wall time over ``--repeats`` calls and the peak memory of one call:
+
+* CPU: peak resident memory above the pre-call level (``/proc/self/status`` VmHWM after resetting it through
+  ``/proc/self/clear_refs``); every (implementation, phase) runs in a fresh process so that no allocator cache is
+  shared, and the processes alternate between implementations over ``--rounds`` rounds (the best time wins).
+* CUDA: ``torch.cuda.max_memory_allocated`` above the pre-call allocation.
+
+The outputs of the two implementations are compared (max abs difference is printed). The last line is
+``time_ratio: X memory_ratio: Y`` = ours / diffusers for encode + decode time, and for the peak memory of the two
+calls (the larger of the encode and decode peaks).
+
+    python benchmarks/bench_hunyuan_vs_diffusers.py                       # CPU fp32, half-width model
+    python benchmarks/bench_hunyuan_vs_diffusers.py --widths 128,256,512,512   # released widths (slow on CPU)
+    python benchmarks/bench_hunyuan_vs_diffusers.py --device cuda --dtype bfloat16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+IMPLEMENTATIONS = ("ours", "diffusers")
+PHASES = ("encode", "decode")
+SEED = 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--widths", default="64,128,256,256", help="block_out_channels (released: 128,256,512,512)")
+    parser.add_argument("--layers-per-block", type=int, default=2)
+    parser.add_argument("--frames", type=int, default=17)
+    parser.add_argument("--size", type=int, default=128, help="height = width in pixels")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"], help="default: fp32 CPU, bf16 CUDA")
+    parser.add_argument("--repeats", type=int, default=2, help="timed calls per process (after one warm-up)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating processes per implementation and phase")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--worker", nargs=3, metavar=("IMPL", "PHASE", "OUT"), help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def model_kwargs(args: argparse.Namespace) -> dict:
+    widths = tuple(int(w) for w in args.widths.split(","))
+    return dict(block_out_channels=widths, layers_per_block=args.layers_per_block, latent_channels=16)
+
+
+def build(impl: str, args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """Both models get diffusers' seeded random init; ours loads those weights with strict key matching."""
+    from diffusers import AutoencoderKLHunyuanVideo
+
+    torch.manual_seed(SEED)
+    reference = AutoencoderKLHunyuanVideo(**model_kwargs(args))
+    reference.use_framewise_encoding = reference.use_framewise_decoding = False
+    if impl == "diffusers":
+        model = reference
+    else:
+        from opensora_ae.models.hunyuan_vae import HunyuanVAE
+
+        model = HunyuanVAE(**model_kwargs(args))
+        model.load_state_dict(reference.state_dict(), strict=True)
+        del reference
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def inputs(phase: str, args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(SEED + 1)
+    if phase == "encode":
+        x = torch.rand(1, 3, args.frames, args.size, args.size, generator=generator) * 2 - 1
+    else:
+        x = torch.randn(1, 16, (args.frames - 1) // 4 + 1, args.size // 8, args.size // 8, generator=generator)
+    return x.to(device=device, dtype=dtype)
+
+
+def call(impl: str, phase: str, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The public entry points: posterior mode for encode, pixels for decode (unscaled latent in both)."""
+    if impl == "ours":
+        return model.encode_moments(x).chunk(2, dim=1)[0] if phase == "encode" else model.decode_latent(x)
+    return model.encode(x).latent_dist.mode() if phase == "encode" else model.decode(x).sample
+
+
+def _status_kib(field: str) -> int:
+    match = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"/proc/self/status has no {field}; CPU peak memory needs Linux")
+    return int(match.group(1))
+
+
+def measure_peak(fn, device: torch.device) -> tuple[torch.Tensor, int]:
+    """Run ``fn`` once; return its output and the peak memory above the level before the call (bytes)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        out = fn()
+        torch.cuda.synchronize()
+        return out, torch.cuda.max_memory_allocated() - before
+    before = _status_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+    out = fn()
+    return out, (_status_kib("VmHWM") - before) * 1024
+
+
+def best_time(fn, device: torch.device, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def worker(args: argparse.Namespace) -> None:
+    impl, phase, out_path = args.worker
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    model = build(impl, args, device, dtype)
+    x = inputs(phase, args, device, dtype)
+    with torch.inference_mode():
+        fn = lambda: call(impl, phase, model, x)  # noqa: E731
+        fn()  # warm-up: one-time kernel selection and allocations of the runtime
+        out, peak = measure_peak(fn, device)
+        seconds = best_time(fn, device, args.repeats)
+    torch.save(out.float().cpu(), out_path)
+    print(json.dumps({"impl": impl, "phase": phase, "seconds": seconds, "peak_bytes": peak}))
+
+
+def run_worker(impl: str, phase: str, args: argparse.Namespace, out_path: Path) -> dict:
+    command = [sys.executable, __file__, "--worker", impl, phase, str(out_path)]
+    for name in ("widths", "layers_per_block", "frames", "size", "device", "dtype", "repeats", "threads"):
+        command += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark worker {impl}/{phase} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    args.dtype = args.dtype or ("bfloat16" if args.device == "cuda" else "float32")
+    if args.worker:
+        worker(args)
+        return
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available")
+    print(f"config: {model_kwargs(args)} input 1x3x{args.frames}x{args.size}x{args.size} "
+          f"{args.device} {args.dtype}, threads {args.threads or torch.get_num_threads()}")
+    seconds = {(i, p): float("inf") for i in IMPLEMENTATIONS for p in PHASES}
+    peaks = {(i, p): 0 for i in IMPLEMENTATIONS for p in PHASES}
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_index in range(args.rounds):
+            for phase in PHASES:
+                # Alternate the order so that neither implementation always runs first.
+                order = IMPLEMENTATIONS if round_index % 2 == 0 else IMPLEMENTATIONS[::-1]
+                for impl in order:
+                    result = run_worker(impl, phase, args, Path(tmp) / f"{impl}_{phase}.pt")
+                    seconds[impl, phase] = min(seconds[impl, phase], result["seconds"])
+                    peaks[impl, phase] = max(peaks[impl, phase], result["peak_bytes"])
+                    print(f"round {round_index} {impl:9s} {phase}: {result['seconds']:.2f} s, "
+                          f"peak {result['peak_bytes'] / 2**20:.0f} MiB", flush=True)
+        for phase in PHASES:
+            ours, theirs = (torch.load(Path(tmp) / f"{i}_{phase}.pt") for i in IMPLEMENTATIONS)
+            print(f"{phase}: max |ours - diffusers| = {(ours - theirs).abs().max().item():.3e} "
+                  f"(max |diffusers| = {theirs.abs().max().item():.3e})")
+    for impl in IMPLEMENTATIONS:
+        print(f"{impl:9s} encode {seconds[impl, 'encode']:.2f} s / {peaks[impl, 'encode'] / 2**20:.0f} MiB, "
+              f"decode {seconds[impl, 'decode']:.2f} s / {peaks[impl, 'decode'] / 2**20:.0f} MiB")
+    time_ratio = sum(seconds["ours", p] for p in PHASES) / sum(seconds["diffusers", p] for p in PHASES)
+    memory_ratio = max(peaks["ours", p] for p in PHASES) / max(peaks["diffusers", p] for p in PHASES)
+    print(f"time_ratio: {time_ratio:.3f} memory_ratio: {memory_ratio:.3f}")
+
+
+if __name__ == "__main__":
+    main()
