@@ -14,7 +14,7 @@ full resolution, which is what dominates a tile's activations), made cheaper by 
 compression) and one block per stage. The decoded video itself (which has to exist) grows with the length; the
 tiles' working memory does not. The last line is ``memory_growth: X`` (8x peak / 1x peak; goal <= 1.2).
 
-    python benchmarks/bench_tiling_memory.py [--size 32] [--latent-frames 8] [--factor 8] [--device cpu]
+    python benchmarks/bench_tiling_memory.py [--size 32] [--latent-frames 8] [--factor 8] [--device cpu] [--threads 1]
 """
 
 from __future__ import annotations
@@ -53,10 +53,12 @@ def _status_kib(field: str) -> int:
     return int(re.search(rf"{field}:\s+(\d+)", text).group(1))
 
 
-def measure(latent_frames: int, size: int, device: str) -> dict:
+def measure(latent_frames: int, size: int, device: str, threads: int) -> dict:
     """Decode ``latent_frames`` latents in this process and return the decode's peak memory (bytes)."""
     from opensora_ae.models import build_model
 
+    if threads > 0:
+        torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = build_model(MODEL).eval().to(device)
     _, ch, cw = model.compression
@@ -89,10 +91,10 @@ def measure(latent_frames: int, size: int, device: str) -> dict:
     )
 
 
-def run_worker(latent_frames: int, size: int, device: str) -> dict:
+def run_worker(latent_frames: int, size: int, device: str, threads: int) -> dict:
     """Measure in a fresh interpreter so that earlier runs leave no cached memory behind."""
     command = [sys.executable, __file__, "--worker", "--latent-frames", str(latent_frames), "--size", str(size),
-               "--device", device]
+               "--device", device, "--threads", str(threads)]
     # glibc raises its mmap threshold each time a large block is freed, after which freed tensors stay in the heap
     # and the RSS high-water mark counts allocator caching rather than live tensors; pin the threshold.
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
@@ -108,15 +110,19 @@ def main() -> None:
     parser.add_argument("--latent-frames", type=int, default=8, help="latent frames of the 1x run")
     parser.add_argument("--factor", type=int, default=8, help="length multiplier of the long run")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="CPU intra-op threads (1 is fastest on a shared, busy machine; 0 = torch's default)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(measure(args.latent_frames, args.size, args.device)))
+        print(json.dumps(measure(args.latent_frames, args.size, args.device, args.threads)))
         return
 
     metric = "CUDA max allocated" if args.device == "cuda" else "CPU RSS high-water mark"
     print(f"tiled decode, {args.size}x{args.size} px, {metric} above the pre-decode baseline")
-    runs = [run_worker(args.latent_frames * k, args.size, args.device) for k in (1, args.factor)]
+    runs = [run_worker(args.latent_frames * k, args.size, args.device, args.threads) for k in (1, args.factor)]
     for label, run in zip(("1x", f"{args.factor}x"), runs):
         print(
             f"{label}: {run['latent_frames']} latents -> output {tuple(run['output_shape'])} "
