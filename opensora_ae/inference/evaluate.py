@@ -124,7 +124,8 @@ def prepare_frames(frames: np.ndarray, resolution: int | None, crop_size: int | 
     """``T H W C`` uint8 -> ``T C H W``: uint8 as read, or float in [0, 1] when resized.
 
     ``resolution`` resizes the short side (bilinear, antialiased when shrinking); ``crop_size`` then takes the
-    centred ``crop_size x crop_size`` square.
+    centred ``crop_size x crop_size`` square. The result is stored channels-last (as decoded), the memory
+    layout the batched convolutions of SSIM and LPIPS run fastest on.
     """
     video = torch.from_numpy(np.ascontiguousarray(frames))
     if resolution is not None:
@@ -138,7 +139,7 @@ def prepare_frames(frames: np.ndarray, resolution: int | None, crop_size: int | 
             raise ValueError(f"{path}: frames of {height}x{width} are smaller than --crop_size {crop_size}")
         top, left = (height - crop_size) // 2, (width - crop_size) // 2
         video = video[:, :, top : top + crop_size, left : left + crop_size]
-    return video.contiguous()
+    return video.contiguous(memory_format=torch.channels_last)
 
 
 def load_video(path: str, options: EvalOptions) -> torch.Tensor:

@@ -59,9 +59,8 @@ def backwarp(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
         [flow[:, 0:1] / ((features.shape[3] - 1.0) / 2.0), flow[:, 1:2] / ((features.shape[2] - 1.0) / 2.0)], dim=1
     )
     with_ones = torch.cat([features, features.new_ones(features.shape[0], 1, height, width)], dim=1)
-    warped = F.grid_sample(
-        with_ones, (base + normalised_flow).permute(0, 2, 3, 1), mode="bilinear", padding_mode="zeros", align_corners=False
-    )
+    grid = (base + normalised_flow).permute(0, 2, 3, 1)
+    warped = F.grid_sample(with_ones, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     # The warped ones channel tells which outputs were sampled wholly from inside the image.
     inside = (warped[:, -1:] > 0.999).to(warped.dtype)
     return warped[:, :-1] * inside

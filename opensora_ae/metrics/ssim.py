@@ -35,17 +35,19 @@ def ssim(real: torch.Tensor, fake: torch.Tensor, data_range: float = 1.0) -> tor
     n, c, h, w = real.shape
     if min(h, w) < WINDOW_SIZE:
         raise ValueError(f"ssim: frames of {h}x{w} are smaller than the {WINDOW_SIZE}x{WINDOW_SIZE} window")
-    x = real.float().reshape(n * c, 1, h, w)
-    y = fake.float().reshape(n * c, 1, h, w)
-    # One separable blur over the five moments at once is much cheaper than five 2-D convolutions.
-    moments = torch.cat([x, y, x * x, y * y, x * y], dim=0)
+    x, y = real.float(), fake.float()
+    # One depthwise separable blur over the five moments of every channel at once; channels-last memory
+    # makes the depthwise convolution several times faster on CPU.
+    moments = torch.cat([x, y, x * x, y * y, x * y], dim=1).contiguous(memory_format=torch.channels_last)
     taps = gaussian_window().to(device=x.device, dtype=x.dtype)
-    blurred = F.conv2d(F.conv2d(moments, taps.view(1, 1, 1, -1)), taps.view(1, 1, -1, 1))
-    mu_x, mu_y, mean_xx, mean_yy, mean_xy = blurred.chunk(5, dim=0)
+    groups = moments.shape[1]
+    blurred = F.conv2d(moments, taps.view(1, 1, 1, -1).expand(groups, 1, 1, -1), groups=groups)
+    blurred = F.conv2d(blurred, taps.view(1, 1, -1, 1).expand(groups, 1, -1, 1), groups=groups)
+    mu_x, mu_y, mean_xx, mean_yy, mean_xy = blurred.chunk(5, dim=1)
     var_x = mean_xx - mu_x * mu_x
     var_y = mean_yy - mu_y * mu_y
     cov_xy = mean_xy - mu_x * mu_y
     c1 = (K1 * data_range) ** 2
     c2 = (K2 * data_range) ** 2
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)) / ((mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2))
-    return ssim_map.reshape(n, -1).mean(dim=1)
+    return ssim_map.mean(dim=(1, 2, 3))
