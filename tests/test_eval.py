@@ -204,3 +204,12 @@ def test_eval_script_end_to_end(video_folders, weight_files, tmp_path):
         assert summary["mean"] == pytest.approx(np.mean(values)) and summary["std"] == pytest.approx(np.std(values))
     assert len(results["skipped"]["only_real"]) == 1 and len(results["skipped"]["only_generated"]) == 1
     assert "psnr" in completed.stdout and "skipped (no generated video)" in completed.stdout
+
+
+def test_unavailable_device_is_a_clear_error(video_folders, monkeypatch):
+    real_dir, generated_dir, _, _ = video_folders
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="--device 'cuda'"):
+        evaluate(real_dir, generated_dir, ["psnr"], EvalOptions(device="cuda"))
+    with pytest.raises(ValueError, match="not a torch device"):
+        evaluate(real_dir, generated_dir, ["psnr"], EvalOptions(device="gpu0"))

@@ -151,6 +151,16 @@ def load_video(path: str, options: EvalOptions) -> torch.Tensor:
     return prepare_frames(frames, options.resolution, options.crop_size, path)
 
 
+def check_device(device: str) -> None:
+    """Fail early, naming ``--device``, when the device string is malformed or its backend is missing."""
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as err:
+        raise ValueError(f"--device {device!r} is not a torch device ({err})") from err
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device!r}: CUDA is not available here; use --device cpu")
+
+
 def to_unit_float(frames: torch.Tensor, device: str) -> torch.Tensor:
     """``T C H W`` uint8 or float in [0, 1] -> float32 in [0, 1] on ``device``."""
     frames = frames.to(device, non_blocking=True)
@@ -288,6 +298,9 @@ def evaluate(
     ``ambiguous``, ``failed``) and the ``options`` used.
     """
     options = options or EvalOptions()
+    check_device(options.device)
+    if options.batch_size < 1 or options.sample_rate < 1:
+        raise ValueError(f"batch_size and sample_rate must be >= 1, got {options.batch_size}, {options.sample_rate}")
     suite = MetricSuite(metrics, options.device, weights)
     pairing = pair_videos(real_dir, generated_dir)
     videos: dict[str, dict] = {}
