@@ -66,6 +66,7 @@ def test_fsdp_two_ranks_equal_one_process_and_resume_single_process(tmp_path, fi
     final = _final(run_dir)
     single = _final(single_process_run)
     _assert_close(load_safetensors(final / "model.safetensors"), load_safetensors(single / "model.safetensors"))
+    _assert_close(load_safetensors(final / "ema.safetensors"), load_safetensors(single / "ema.safetensors"))
     sharded_optim = torch.load(final / "optimizer.pt", weights_only=False)["state"]
     single_optim = torch.load(single / "optimizer.pt", weights_only=False)["state"]
     for name, state in single_optim.items():

@@ -12,6 +12,7 @@ import torch
 from opensora_ae.config import load_config
 from opensora_ae.losses import VAELoss
 from opensora_ae.train import checkpoint
+from opensora_ae.train.logging import wandb_mode
 from opensora_ae.train.loop import OPTIONAL_KEYS, NonFiniteLossError, random_clip_length, train
 from opensora_ae.train.optim import LinearWarmupLR, build_optimizer
 
@@ -201,6 +202,15 @@ def test_bad_config_values_are_one_line_errors():
         build_optimizer([torch.nn.Parameter(torch.zeros(1))], dict(cls="SGD"))
     with pytest.raises(ValueError, match="unknown entries"):
         build_optimizer([torch.nn.Parameter(torch.zeros(1))], dict(lr=1.0, momentum=0.9))
+
+
+def test_wandb_goes_offline_without_api_key(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert wandb_mode() == "offline"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert wandb_mode() == "disabled"
 
 
 def test_random_clip_length_rules():
