@@ -186,6 +186,19 @@ def test_adaptive_weight_with_gradient_checkpointing_on_dc_ae(tmp_path, clips):
     assert ["loss_disc" in r for r in steps] == [False, True, True]
 
 
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_mixed_precision_trains(tmp_path, clips, dtype):
+    steps = _steps(_train_in_process(tmp_path, tiny_config(clips, max_steps=7, dtype=dtype)))
+    assert [r["step"] for r in steps] == list(range(1, 8))
+    updated = [r for r in steps if "grad_norm" in r]
+    if dtype == "bf16":
+        assert len(updated) == 7
+    else:
+        # fp16: the grad scaler starts at 2**16 and backs off on overflow, then updates happen.
+        assert 0 < len(updated) < 7 and all(r.get("fp16_overflow") == 1.0 for r in steps if r not in updated)
+    assert all(math.isfinite(r["grad_norm"]) for r in updated)
+
+
 def test_linear_warmup_matches_open_sora():
     optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(1))], dict(cls="AdamW", lr=1.0))
     scheduler = LinearWarmupLR(optimizer, warmup_steps=3)

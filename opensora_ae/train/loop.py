@@ -337,8 +337,12 @@ def split_model_outputs(outputs: Any, loss_inputs: dict[str, str]) -> tuple[torc
 def train_iteration(x: torch.Tensor, models: Models, losses: Losses, trainables: list[Trainable],
                     states: RunningStates, ctx: parallel.DistContext, dtype: torch.dtype, cfg: Config
                     ) -> tuple[dict[str, float] | None, torch.Tensor]:
-    """One optimizer iteration; returns its metrics (None when the step was skipped: non-finite loss or
-    gradient) and the detached reconstruction."""
+    """One optimizer iteration; returns its metrics and the detached reconstruction.
+
+    Metrics are None when the iteration is skipped (non-finite loss, or non-finite gradient in fp32/bf16): no
+    update and ``global_step`` unchanged. An fp16 gradient overflow is the grad scaler's normal probing: the
+    update is skipped, the scale backs off, and the iteration counts (``fp16_overflow`` = 1 in the metrics).
+    """
     step = states.global_step
     ae, disc = trainables[0], (trainables[1] if len(trainables) > 1 else None)
     with parallel.autocast(ctx.device, dtype):
@@ -356,11 +360,16 @@ def train_iteration(x: torch.Tensor, models: Models, losses: Losses, trainables:
         ae.optimizer.zero_grad(set_to_none=True)
         return None, x_rec
     grad_norm = backward_and_step(loss, ae, float(cfg.get("grad_clip", 0) or 0))
-    if grad_norm is None:
+    overflow = not torch.isfinite(grad_norm)
+    if overflow and not ae.scaler.is_enabled():
         return None, x_rec
-    if models.ema is not None:
+    if models.ema is not None and not overflow:
         models.ema.update(models.model)
-    metrics.update(loss=loss.detach(), grad_norm=grad_norm, lr=ae.optimizer.param_groups[0]["lr"])
+    metrics.update(loss=loss.detach(), lr=ae.optimizer.param_groups[0]["lr"])
+    if overflow:
+        metrics["fp16_overflow"] = 1.0
+    else:
+        metrics["grad_norm"] = grad_norm
     if disc is not None and losses.discriminator.active(step):
         metrics.update(discriminator_iteration(x, x_rec, models, losses.discriminator, disc, step, ctx, dtype,
                                                float(cfg.get("grad_clip", 0) or 0)))
@@ -384,11 +393,12 @@ def generator_terms(x_rec: torch.Tensor, nll: torch.Tensor, models: Models, gene
     return generator(fake_logits, nll, models.model.get_last_layer(), step)
 
 
-def backward_and_step(loss: torch.Tensor, trainable: Trainable, grad_clip: float) -> torch.Tensor | None:
-    """Backward, unscale (fp16), clip, step and schedule; None (no update) when the gradient is not finite.
+def backward_and_step(loss: torch.Tensor, trainable: Trainable, grad_clip: float) -> torch.Tensor:
+    """Backward, unscale (fp16), clip, step and schedule; returns the gradient norm before clipping.
 
-    The gradient norm is global (identical on every rank under DDP and FSDP2), so every rank takes the same
-    decision.
+    A non-finite norm means no update (and, with fp16, a smaller loss scale). The norm is global (identical on
+    every rank under DDP and FSDP2), so every rank takes the same decision - GradScaler's own per-rank check
+    could disagree between FSDP2 shards.
     """
     optimizer, scaler = trainable.optimizer, trainable.scaler
     optimizer.zero_grad(set_to_none=True)
@@ -401,7 +411,7 @@ def backward_and_step(loss: torch.Tensor, trainable: Trainable, grad_clip: float
         optimizer.zero_grad(set_to_none=True)
         if scaler.is_enabled():
             scaler.update(scaler.get_scale() * scaler.get_backoff_factor())
-        return None
+        return grad_norm.detach()
     scaler.step(optimizer)
     scaler.update()
     trainable.scheduler.step()
@@ -417,10 +427,8 @@ def discriminator_iteration(x: torch.Tensor, x_rec: torch.Tensor, models: Models
         fake_logits = models.discriminator_ddp(x_rec.contiguous())
         terms = loss_fn(real_logits, fake_logits, step)
     disc_norm = backward_and_step(terms["total"], trainable, grad_clip)
-    out = {"loss_disc": terms["disc"], "logits_real": terms["logits_real"], "logits_fake": terms["logits_fake"]}
-    if disc_norm is not None:
-        out["disc_grad_norm"] = disc_norm
-    return out
+    return {"loss_disc": terms["disc"], "logits_real": terms["logits_real"], "logits_fake": terms["logits_fake"],
+            "disc_grad_norm": disc_norm}
 
 
 # ---------------------------------------------------------------------------------------------------------------
