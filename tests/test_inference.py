@@ -18,7 +18,8 @@ from opensora_ae.data.datasets import VideoTextDataset
 from opensora_ae.data.transforms import to_uint8_frames
 from opensora_ae.data.video_io import probe, read_video, write_video
 from opensora_ae.inference.reconstruct import output_path, reconstruct_dataset
-from opensora_ae.inference.runner import build_inference_dataset, build_inference_model, iter_clips, snap_to_uint8_grid
+from opensora_ae.inference.runner import (build_inference_dataset, build_inference_model, iter_clips, output_names,
+                                         snap_to_uint8_grid)
 from opensora_ae.models import build_model, resolve_model_class
 from opensora_ae.train.parallel import DistContext
 from inference_utils import (GOOD_VIDEOS, HEIGHT, NOT_A_VIDEO, NUM_FRAMES, PYTHON, REPO, TINY_OPENSORA_V1_2,
@@ -199,6 +200,17 @@ def test_opensora_v1_2_writes_the_spatial_vae_reconstruction(tmp_path):
     written = read_video(tmp_path / "D/spatial/clip_spatial.mp4")
     assert written.shape == (NUM_FRAMES, HEIGHT, WIDTH, 3)
     assert np.abs(spatial_only.astype(int) - written.astype(int)).max() <= 1
+
+
+def test_csv_outside_the_data_keeps_sub_folders_and_skips_name_collisions(workspace, tmp_path):
+    data = workspace["data"]
+    rows = [data / "clip.mp4", data / "sub/deep/b.mp4", data / "sub/a.mp4", data / "sub/../sub/a.mp4"]
+    (tmp_path / "list.csv").write_text("path\n" + "".join(f"{row}\n" for row in rows))
+    dataset = build_inference_dataset(config_dict(workspace, dataset=dict(data_path=str(tmp_path / "list.csv"))))
+    assert output_names(dataset) == ["clip", "sub/deep/b", "sub/a", "sub/a"]
+    skipped = []
+    assert [clip.name for clip in iter_clips(dataset, CPU, skipped)] == ["clip", "sub/deep/b", "sub/a"]
+    assert skipped == [(str(data / "sub/a.mp4"), f"same output name 'sub/a' as {data / 'sub/a.mp4'}; rename one of them")]
 
 
 def test_snap_to_uint8_grid_round_trips_through_uint8():

@@ -74,18 +74,39 @@ def build_inference_dataset(cfg: Mapping[str, Any]) -> VideoTextDataset:
     return build(dataset_cfg, DATASETS)
 
 
-def relative_name(dataset: VideoTextDataset, path: str) -> str:
-    """``path`` relative to the dataset root (folder, or the CSV's folder), without extension.
+def dataset_root(dataset: VideoTextDataset) -> str:
+    """The folder that output names are relative to.
 
-    Outputs keep the input's sub-folders this way; files outside the root keep only their file name.
+    ``data_path`` when it is a folder; else the folder of the CSV (or single file) when it holds every listed
+    file; else the deepest folder common to all listed files (a CSV listing files elsewhere).
     """
-    root = dataset.data_path
-    if os.path.isfile(root):
-        root = os.path.dirname(os.path.abspath(root))
-    relative = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
-    if relative.startswith(".."):
-        relative = os.path.basename(path)
-    return os.path.splitext(relative)[0]
+    data_path = os.path.abspath(dataset.data_path)
+    if os.path.isdir(data_path):
+        return data_path
+    folder = os.path.dirname(data_path)
+    paths = [os.path.abspath(path) for path in dataset.paths]
+    if all(os.path.commonpath([folder, path]) == folder for path in paths):
+        return folder
+    return os.path.commonpath([os.path.dirname(path) for path in paths])
+
+
+def output_names(dataset: VideoTextDataset) -> list[str]:
+    """Per input, its path relative to :func:`dataset_root` without extension (``cats/a`` for ``ROOT/cats/a.mp4``):
+    outputs keep the input's sub-folders."""
+    root = dataset_root(dataset)
+    return [os.path.splitext(os.path.relpath(os.path.abspath(path), root))[0] for path in dataset.paths]
+
+
+def name_collisions(names: list[str], paths: list[str]) -> dict[int, str]:
+    """Index -> reason for inputs whose output name an earlier input already has (``a.mp4`` and ``a.avi``)."""
+    first: dict[str, int] = {}
+    collisions = {}
+    for index, name in enumerate(names):
+        if name in first:
+            collisions[index] = f"same output name {name!r} as {paths[first[name]]}; rename one of them"
+        else:
+            first[name] = index
+    return collisions
 
 
 @dataclass
@@ -117,14 +138,16 @@ def iter_clips(dataset: VideoTextDataset, ctx: DistContext, skipped: list[tuple[
                ) -> Iterator[Clip]:
     """This rank's clips, each file read once, with a progress bar on the main rank.
 
-    Files found unreadable when the dataset was built or when read here are appended to ``skipped`` as
-    ``(path, reason)``; each rank only reports files of its own share, so merged reports list each file once.
+    Files found unreadable when the dataset was built or when read here, and files whose output name an earlier
+    file already has, are appended to ``skipped`` as ``(path, reason)``; each rank only reports files of its own
+    share, so merged reports list each file once.
     """
-    share = rank_share(dataset, ctx)
-    for index in tqdm(share, desc=desc, unit="video", disable=not ctx.is_main):
+    names = output_names(dataset)
+    collisions = name_collisions(names, dataset.paths)
+    for index in tqdm(rank_share(dataset, ctx), desc=desc, unit="video", disable=not ctx.is_main):
         path = dataset.paths[index]
-        if path in dataset.unreadable:
-            skipped.append((path, dataset.unreadable[path]))
+        if path in dataset.unreadable or index in collisions:
+            skipped.append((path, dataset.unreadable.get(path) or collisions[index]))
             continue
         request = SampleRequest(index, dataset.num_frames, *dataset.image_size, seed=0)
         try:
@@ -133,4 +156,4 @@ def iter_clips(dataset: VideoTextDataset, ctx: DistContext, skipped: list[tuple[
             skipped.append((path, str(err)))
             continue
         fps = item["fps"] / dataset.interval(index) if item["fps"] > 0 else DEFAULT_FPS
-        yield Clip(index, path, relative_name(dataset, path), snap_to_uint8_grid(item["video"]), fps)
+        yield Clip(index, path, names[index], snap_to_uint8_grid(item["video"]), fps)
