@@ -163,7 +163,8 @@ def test_missing_weights_is_a_one_line_error(workspace, monkeypatch, capsys):
 def test_unknown_layout_and_missing_save_dir_are_errors(workspace, monkeypatch, capsys):
     config = str(workspace["config"])
     for argv, message in (([config], "error: inference needs an output folder"),
-                          ([config, "--save-dir", "x", "--layout", "v3"], "error: --layout 'v3' is unknown")):
+                          ([config, "--save-dir", "x", "--layout", "v3"], "error: --layout 'v3' is unknown"),
+                          ([config, "--save-dir", "x", "--crf", "60"], "error: --crf 60 is out of range")):
         with pytest.raises(SystemExit):
             run_script("inference.py", argv, monkeypatch)
         assert capsys.readouterr().err.strip().splitlines()[-1].startswith(message)

@@ -123,6 +123,8 @@ def reconstruct_dataset(cfg: Mapping[str, Any], ctx: DistContext) -> Reconstruct
     merged over ranks.
     """
     check_layout(cfg.get("layout", "v2"))
+    if not 0 <= int(cfg.get("crf", 10)) <= 51:
+        raise ValueError(f"--crf {cfg['crf']} is out of range: libx264 takes 0 (lossless) to 51")
     dtype = resolve_dtype(cfg.get("dtype", "fp32"))
     model = build_inference_model(cfg["model"], ctx.device, dtype)
     dataset = build_inference_dataset(cfg)
