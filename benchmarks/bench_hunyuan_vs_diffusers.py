@@ -5,13 +5,16 @@ default frame-wise tiling above 16 frames is switched off so both do the same co
 wall time over ``--repeats`` calls and the peak memory of one call:
 
 * CPU: peak resident memory above the pre-call level (``/proc/self/status`` VmHWM after resetting it through
-  ``/proc/self/clear_refs``); every (implementation, phase) runs in a fresh process so that no allocator cache is
-  shared, and the processes alternate between implementations over ``--rounds`` rounds (the best time wins).
+  ``/proc/self/clear_refs``), measured in its own process with glibc's mmap threshold pinned to 128 KiB so that
+  freed tensors go back to the system instead of staying in the heap (where a reused heap would hide allocations);
+  times are measured in separate processes with the default allocator. Every (implementation, phase) runs in fresh
+  processes, alternating between implementations over ``--rounds`` rounds (the best time wins).
 * CUDA: ``torch.cuda.max_memory_allocated`` above the pre-call allocation.
 
 The outputs of the two implementations are compared (max abs difference is printed). The last line is
-``time_ratio: X memory_ratio: Y`` = ours / diffusers for encode + decode time, and for the peak memory of the two
-calls (the larger of the encode and decode peaks).
+``time_ratio: X memory_ratio: Y`` = ours / diffusers for encode + decode wall time, and for the peak memory of the
+two calls (the larger of the encode and decode peaks). Process CPU time (all threads) is printed too: on a shared
+machine it is a steadier measure of the work than wall time.
 
     python benchmarks/bench_hunyuan_vs_diffusers.py                       # CPU fp32, half-width model
     python benchmarks/bench_hunyuan_vs_diffusers.py --widths 128,256,512,512   # released widths (slow on CPU)
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -47,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=2, help="timed calls per process (after one warm-up)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating processes per implementation and phase")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--worker", nargs=3, metavar=("IMPL", "PHASE", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=4, metavar=("IMPL", "PHASE", "MODE", "OUT"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -112,42 +116,51 @@ def measure_peak(fn, device: torch.device) -> tuple[torch.Tensor, int]:
     return out, (_status_kib("VmHWM") - before) * 1024
 
 
-def best_time(fn, device: torch.device, repeats: int) -> float:
-    best = float("inf")
+def best_time(fn, device: torch.device, repeats: int) -> tuple[float, float]:
+    """Best wall time and best process CPU time (all threads) over ``repeats`` calls."""
+    best_wall = best_cpu = float("inf")
     for _ in range(repeats):
         if device.type == "cuda":
             torch.cuda.synchronize()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best
+        best_wall = min(best_wall, time.perf_counter() - start)
+        best_cpu = min(best_cpu, time.process_time() - start_cpu)
+    return best_wall, best_cpu
 
 
 def worker(args: argparse.Namespace) -> None:
-    impl, phase, out_path = args.worker
+    """One process: ``MODE`` is ``memory`` (peak of one call) or ``time`` (best of ``--repeats`` calls)."""
+    impl, phase, mode, out_path = args.worker
     if args.threads:
         torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     model = build(impl, args, device, dtype)
     x = inputs(phase, args, device, dtype)
+    result = {"impl": impl, "phase": phase}
     with torch.inference_mode():
         fn = lambda: call(impl, phase, model, x)  # noqa: E731
         fn()  # warm-up: one-time kernel selection and allocations of the runtime
-        out, peak = measure_peak(fn, device)
-        seconds = best_time(fn, device, args.repeats)
-    torch.save(out.float().cpu(), out_path)
-    print(json.dumps({"impl": impl, "phase": phase, "seconds": seconds, "peak_bytes": peak}))
+        if mode == "memory":
+            out, result["peak_bytes"] = measure_peak(fn, device)
+            torch.save(out.float().cpu(), out_path)
+        else:
+            result["seconds"], result["cpu_seconds"] = best_time(fn, device, args.repeats)
+    print(json.dumps(result))
 
 
-def run_worker(impl: str, phase: str, args: argparse.Namespace, out_path: Path) -> dict:
-    command = [sys.executable, __file__, "--worker", impl, phase, str(out_path)]
+def run_worker(impl: str, phase: str, mode: str, args: argparse.Namespace, out_path: Path) -> dict:
+    command = [sys.executable, __file__, "--worker", impl, phase, mode, str(out_path)]
     for name in ("widths", "layers_per_block", "frames", "size", "device", "dtype", "repeats", "threads"):
         command += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-    done = subprocess.run(command, capture_output=True, text=True)
+    env = dict(os.environ)
+    if mode == "memory":
+        env["MALLOC_MMAP_THRESHOLD_"] = str(128 * 1024)
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
-        raise RuntimeError(f"benchmark worker {impl}/{phase} failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"benchmark worker {impl}/{phase}/{mode} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -162,25 +175,32 @@ def main(argv: list[str] | None = None) -> None:
     print(f"config: {model_kwargs(args)} input 1x3x{args.frames}x{args.size}x{args.size} "
           f"{args.device} {args.dtype}, threads {args.threads or torch.get_num_threads()}")
     seconds = {(i, p): float("inf") for i in IMPLEMENTATIONS for p in PHASES}
+    cpu_seconds = dict(seconds)
     peaks = {(i, p): 0 for i in IMPLEMENTATIONS for p in PHASES}
     with tempfile.TemporaryDirectory() as tmp:
+        for phase in PHASES:
+            for impl in IMPLEMENTATIONS:
+                result = run_worker(impl, phase, "memory", args, Path(tmp) / f"{impl}_{phase}.pt")
+                peaks[impl, phase] = result["peak_bytes"]
+                print(f"{impl:9s} {phase}: peak {result['peak_bytes'] / 2**20:.0f} MiB", flush=True)
+            ours, theirs = (torch.load(Path(tmp) / f"{i}_{phase}.pt") for i in IMPLEMENTATIONS)
+            print(f"{phase}: max |ours - diffusers| = {(ours - theirs).abs().max().item():.3e} "
+                  f"(max |diffusers| = {theirs.abs().max().item():.3e})", flush=True)
         for round_index in range(args.rounds):
             for phase in PHASES:
                 # Alternate the order so that neither implementation always runs first.
                 order = IMPLEMENTATIONS if round_index % 2 == 0 else IMPLEMENTATIONS[::-1]
                 for impl in order:
-                    result = run_worker(impl, phase, args, Path(tmp) / f"{impl}_{phase}.pt")
+                    result = run_worker(impl, phase, "time", args, Path(tmp) / "unused.pt")
                     seconds[impl, phase] = min(seconds[impl, phase], result["seconds"])
-                    peaks[impl, phase] = max(peaks[impl, phase], result["peak_bytes"])
-                    print(f"round {round_index} {impl:9s} {phase}: {result['seconds']:.2f} s, "
-                          f"peak {result['peak_bytes'] / 2**20:.0f} MiB", flush=True)
-        for phase in PHASES:
-            ours, theirs = (torch.load(Path(tmp) / f"{i}_{phase}.pt") for i in IMPLEMENTATIONS)
-            print(f"{phase}: max |ours - diffusers| = {(ours - theirs).abs().max().item():.3e} "
-                  f"(max |diffusers| = {theirs.abs().max().item():.3e})")
+                    cpu_seconds[impl, phase] = min(cpu_seconds[impl, phase], result["cpu_seconds"])
+                    print(f"round {round_index} {impl:9s} {phase}: {result['seconds']:.2f} s "
+                          f"(process CPU {result['cpu_seconds']:.2f} s)", flush=True)
     for impl in IMPLEMENTATIONS:
-        print(f"{impl:9s} encode {seconds[impl, 'encode']:.2f} s / {peaks[impl, 'encode'] / 2**20:.0f} MiB, "
-              f"decode {seconds[impl, 'decode']:.2f} s / {peaks[impl, 'decode'] / 2**20:.0f} MiB")
+        print(" ".join(f"{impl:9s} {p} {seconds[impl, p]:.2f} s (CPU {cpu_seconds[impl, p]:.2f} s) "
+                       f"{peaks[impl, p] / 2**20:.0f} MiB;" for p in PHASES))
+    cpu_ratio = sum(cpu_seconds["ours", p] for p in PHASES) / sum(cpu_seconds["diffusers", p] for p in PHASES)
+    print(f"process CPU time ratio (ours / diffusers, encode + decode): {cpu_ratio:.3f}")
     time_ratio = sum(seconds["ours", p] for p in PHASES) / sum(seconds["diffusers", p] for p in PHASES)
     memory_ratio = max(peaks["ours", p] for p in PHASES) / max(peaks["diffusers", p] for p in PHASES)
     print(f"time_ratio: {time_ratio:.3f} memory_ratio: {memory_ratio:.3f}")
