@@ -15,11 +15,10 @@ import torch
 from opensora_ae.data.video_io import write_video
 from opensora_ae.models import build_model
 from opensora_ae.models.checkpoint_io import save_state_dict_file
+from parity_utils import model_config
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
-TINY_CAUSAL_VAE = REPO / "tests/fixtures/parity/osp_causalvae_v1_1/model.py"
-TINY_OPENSORA_V1_2 = REPO / "tests/fixtures/parity/opensora1_2_vae/model.py"
 
 # Clip settings of the tests: 5 frames = 4k+1 for the causal VAE, 16x24 = multiples of its 8x spatial factor.
 NUM_FRAMES, HEIGHT, WIDTH = 5, 16, 24
@@ -30,14 +29,9 @@ TOO_SHORT = "sub/short.mp4"  # probes fine, fails when a 5-frame clip is read
 NOT_A_VIDEO = "sub/broken.mp4"  # fails when the dataset probes it
 
 
-def fixture_model_cfg(path: Path) -> dict[str, Any]:
-    """The ``model`` dict of a parity fixture's ``model.py`` (with its own ``from_pretrained``)."""
-    return dict(runpy.run_path(str(path))["model"])
-
-
 def tiny_model_cfg() -> dict[str, Any]:
-    """The tiny Open-Sora-Plan causal VAE's hyper-parameters, without weights."""
-    cfg = fixture_model_cfg(TINY_CAUSAL_VAE)
+    """The tiny Open-Sora-Plan causal VAE's hyper-parameters (parity fixture ``osp_causalvae_v1_1``), no weights."""
+    cfg = model_config("osp_causalvae_v1_1")
     cfg.pop("from_pretrained")
     return cfg
 

@@ -22,10 +22,10 @@ from opensora_ae.inference.runner import (build_inference_dataset, build_inferen
                                          snap_to_uint8_grid)
 from opensora_ae.models import build_model, resolve_model_class
 from opensora_ae.train.parallel import DistContext
-from inference_utils import (GOOD_VIDEOS, HEIGHT, NOT_A_VIDEO, NUM_FRAMES, PYTHON, REPO, TINY_OPENSORA_V1_2,
-                                   TOO_SHORT, WIDTH, fixture_model_cfg, load_tiny_model, make_video_folder,
-                                   run_command, run_script, tiny_model_cfg, write_clip, write_config,
-                                   write_tiny_weights)
+from inference_utils import (GOOD_VIDEOS, HEIGHT, NOT_A_VIDEO, NUM_FRAMES, PYTHON, REPO, TOO_SHORT, WIDTH,
+                             load_tiny_model, make_video_folder, run_command, run_script, tiny_model_cfg, write_clip,
+                             write_config, write_tiny_weights)
+from parity_utils import model_config
 
 CPU = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 NAMES = sorted(name[: -len(".mp4")] for name in GOOD_VIDEOS)  # "clip", "sub/a", "sub/deep/b"
@@ -186,8 +186,7 @@ def test_torchrun_splits_the_data_across_two_ranks(tmp_path, workspace):
 @pytest.mark.slow
 def test_opensora_v1_2_writes_the_spatial_vae_reconstruction(tmp_path):
     write_clip(tmp_path / "data/clip.mp4", 6, 20, 28)
-    model_cfg = fixture_model_cfg(TINY_OPENSORA_V1_2)
-    model_cfg["from_pretrained"] = str(REPO / model_cfg["from_pretrained"])
+    model_cfg = model_config("opensora1_2_vae")
     cfg = dict(dataset=dict(type="video_text", data_path=str(tmp_path / "data")), num_frames=NUM_FRAMES,
                resolution=(HEIGHT, WIDTH), model=model_cfg, crf=0)
     reconstruct_dataset({**cfg, "save_dir": str(tmp_path / "D")}, CPU)
