@@ -4,12 +4,20 @@ tiling semantics and the causal samplers."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from mmengine.config import Config
+from parity_utils import (
+    assert_matches_reference,
+    assert_released_layout,
+    fixture_dir,
+    load_io,
+    model_config,
+    one_thread,  # noqa: F401  (fixture)
+    released_keys,
+    state_dict_shapes,
+)
 from safetensors.torch import load_file, save_file
 
 from opensora_ae.models import build_model
@@ -17,26 +25,17 @@ from opensora_ae.models.checkpoint_io import CheckpointError
 from opensora_ae.models.hunyuan_vae import HunyuanVAE, stage_factors
 from opensora_ae.models.layers.sampling import CausalDownsample, CausalUpsample, causal_nearest_upsample
 
-FIXTURE = Path(__file__).parent / "fixtures" / "parity" / "hunyuan_vae"
+pytestmark = pytest.mark.usefixtures("one_thread")
+NAME = "hunyuan_vae"
+FIXTURE = fixture_dir(NAME)
 # Small enough for CI, wide enough for 4 GroupNorm groups and every block type of the release.
 INTEROP_KWARGS = dict(latent_channels=4, layers_per_block=1, norm_num_groups=4, block_out_channels=(8, 16, 32, 32))
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny convs are dominated by thread start-up on a busy 2-core CI box.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+assert_matches = assert_matches_reference
 
 
 def tiny_config(**overrides) -> dict:
-    """The fixture's ``model.py`` config with an absolute weights path."""
-    model = dict(Config.fromfile(str(FIXTURE / "model.py")).model.to_dict())
-    model["from_pretrained"] = str(FIXTURE / "weights.safetensors")
-    model.update(overrides)
-    return model
+    """The fixture's ``model.py`` model dict (weights path resolved), updated with ``overrides``."""
+    return model_config(NAME, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +45,7 @@ def model() -> HunyuanVAE:
 
 @pytest.fixture(scope="module")
 def io() -> dict[str, torch.Tensor]:
-    return load_file(str(FIXTURE / "io.safetensors"))
-
-
-def assert_matches(actual: torch.Tensor, expected: torch.Tensor, name: str) -> None:
-    assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} vs {tuple(expected.shape)}"
-    error = (actual - expected).abs().max().item()
-    tolerance = 1e-4 * max(1.0, expected.abs().max().item())
-    assert error <= tolerance, f"{name}: max error {error:.3e} > {tolerance:.3e}"
+    return load_io(NAME)
 
 
 # ---- parity with the Open-Sora 2.0 reference ------------------------------------------------------------------
@@ -79,18 +71,11 @@ def test_parity_tiled(model, io):
 
 
 def test_released_key_layout_on_meta_device():
-    reference = {}
-    for line in (FIXTURE / "keys_released.txt").read_text().splitlines():
-        key, shape = line.split("\t")
-        reference[key] = json.loads(shape)
     with torch.device("meta"):
         released = HunyuanVAE()  # defaults are the released hyper-parameters
-    ours = {key: list(t.shape) for key, t in released.state_dict().items()}
-    assert sorted(set(ours) - set(reference)) == [] and sorted(set(reference) - set(ours)) == []
-    assert ours == reference
-    assert sum(t.numel() for t in released.parameters()) == sum(
-        torch.Size(shape).numel() for shape in reference.values()
-    )
+    assert_released_layout(state_dict_shapes(released), NAME)
+    expected = sum(torch.Size(shape).numel() for shape in released_keys(NAME).values())
+    assert sum(t.numel() for t in released.parameters()) == expected
 
 
 def test_stage_factors_follow_the_reference():
