@@ -156,7 +156,9 @@ def wrap_model(
     reshard = plugin == "zero3"
     for unit in _shard_units(model, keep_unsharded):
         fully_shard(unit, reshard_after_forward=reshard)
-    fully_shard(model, reshard_after_forward=reshard)
+    # The root unit (parameters outside the blocks, the decoder's last layer among them) stays gathered after
+    # forward in both modes: backward needs it at once, and the adaptive GAN weight differentiates through it.
+    fully_shard(model, reshard_after_forward=False)
     return model
 
 
