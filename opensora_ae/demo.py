@@ -21,9 +21,8 @@ from pathlib import Path
 
 from opensora_ae.config import load_config
 from opensora_ae.data.samples import write_sample_dataset
-from opensora_ae.data.video_io import read_video
-from opensora_ae.inference.compare import write_comparison
-from opensora_ae.inference.evaluate import EvalOptions, evaluate, format_table, pair_videos, write_results
+from opensora_ae.inference.compare import compare_folders
+from opensora_ae.inference.evaluate import EvalOptions, evaluate, format_table, write_results
 from opensora_ae.inference.reconstruct import reconstruct_dataset
 from opensora_ae.metrics.lpips import default_alexnet_path
 from opensora_ae.train.checkpoint import list_checkpoints
@@ -73,12 +72,8 @@ def score(save_dir: Path, out_dir: Path) -> dict:
 
 def compare(save_dir: Path, out_dir: Path) -> None:
     """Side-by-side mp4 + PNG per held-out clip; the first grid is copied to ``side_by_side.png``."""
-    pairs = pair_videos(str(save_dir / "orig"), str(save_dir / "recn")).pairs
-    for index, pair in enumerate(pairs):
-        result = write_comparison(read_video(pair.real), read_video(pair.generated), Path(pair.key).name,
-                                  out_dir / "compare", fps=8)
-        if index == 0:
-            shutil.copyfile(result["png"], out_dir / "side_by_side.png")
+    report = compare_folders(str(save_dir / "orig"), str(save_dir / "recn"), out_dir / "compare")
+    shutil.copyfile(report.compared[0]["png"], out_dir / "side_by_side.png")
 
 
 def run_demo(out_dir: str | Path = "outputs/demo", train_overrides: list[str] | None = None) -> dict:

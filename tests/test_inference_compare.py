@@ -2,7 +2,7 @@ import numpy as np
 from PIL import Image
 
 from opensora_ae.data.video_io import read_video
-from opensora_ae.inference.compare import ERROR_GAIN, side_by_side, video_psnr, write_comparison
+from opensora_ae.inference.compare import ERROR_GAIN, HEADER_HEIGHT, side_by_side, video_psnr, write_comparison
 
 
 def _videos(seed=0):
@@ -32,8 +32,11 @@ def test_video_psnr_matches_numpy():
 def test_write_comparison_files(tmp_path):
     orig, recn = _videos(2)
     result = write_comparison(orig, recn, "clip", tmp_path, fps=8, num_rows=3)
+    # 32-row clips are enlarged 4x (to 128 rows) under a label strip
+    panel_height = HEADER_HEIGHT + 4 * 32
     grid = np.asarray(Image.open(result["png"]))
-    assert grid.shape == (3 * 32, 144, 3)
+    assert grid.shape == (3 * panel_height, 4 * 144, 3)
+    np.testing.assert_array_equal(grid[HEADER_HEIGHT:panel_height:4, ::4], side_by_side(orig, recn)[0])
     video = read_video(result["mp4"])
-    assert video.shape == (6, 32, 144, 3)
+    assert video.shape == (6, panel_height, 4 * 144, 3)
     assert result["psnr"] > 20

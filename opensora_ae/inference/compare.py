@@ -36,13 +36,18 @@ def video_psnr(orig: np.ndarray, recn: np.ndarray) -> float:
     return float(psnr(to_frames(orig), to_frames(recn)).mean())
 
 
+MIN_PANEL_HEIGHT = 128  # small clips are enlarged (nearest) so that a comparison stays readable
+HEADER_HEIGHT = 16  # the label sits in a strip above the frames, never over them
+
+
 def _label(frame: np.ndarray, text: str) -> np.ndarray:
-    image = Image.fromarray(frame)
-    draw = ImageDraw.Draw(image)
-    left, top, right, bottom = draw.textbbox((4, 4), text)
-    draw.rectangle((left - 2, top - 2, right + 2, bottom + 2), fill=(0, 0, 0))
-    draw.text((4, 4), text, fill=(255, 255, 255))
-    return np.asarray(image)
+    """Enlarge ``frame`` by an integer factor to at least ``MIN_PANEL_HEIGHT`` rows and put ``text`` above it."""
+    factor = max(1, -(-MIN_PANEL_HEIGHT // frame.shape[0]))
+    enlarged = frame.repeat(factor, axis=0).repeat(factor, axis=1)
+    canvas = Image.new("RGB", (enlarged.shape[1], enlarged.shape[0] + HEADER_HEIGHT))
+    canvas.paste(Image.fromarray(enlarged), (0, HEADER_HEIGHT))
+    ImageDraw.Draw(canvas).text((4, 2), text, fill=(255, 255, 255))
+    return np.asarray(canvas)
 
 
 def grid_image(panels: np.ndarray, num_rows: int = 4) -> np.ndarray:
