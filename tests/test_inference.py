@@ -17,6 +17,7 @@ from opensora_ae.config import load_config
 from opensora_ae.data.datasets import VideoTextDataset
 from opensora_ae.data.transforms import to_uint8_frames
 from opensora_ae.data.video_io import probe, read_video, write_video
+from opensora_ae.inference.compare import HEADER_HEIGHT
 from opensora_ae.inference.reconstruct import output_path, reconstruct_dataset
 from opensora_ae.inference.runner import (build_inference_dataset, build_inference_model, iter_clips, output_names,
                                          snap_to_uint8_grid)
@@ -251,8 +252,9 @@ def test_compare_script_pairs_by_relative_path(tmp_path, capsys):
         mse = ((real / 255.0 - noisy / 255.0) ** 2).reshape(len(real), -1).mean(axis=1)
         assert item["psnr"] == pytest.approx(float(np.mean(10 * np.log10(1 / mse))), abs=1e-3)
         assert f"{item['name']}: PSNR {item['psnr']:.2f} dB" in out
-        assert np.asarray(Image.open(item["png"])).shape == (3 * 16, 3 * 20, 3)
-        assert read_video(item["mp4"]).shape == (6, 16, 60, 3)
+        # 16-row clips are enlarged 8x (to 128 rows) under the label strip
+        assert np.asarray(Image.open(item["png"])).shape == (3 * (HEADER_HEIGHT + 128), 8 * 3 * 20, 3)
+        assert read_video(item["mp4"]).shape == (6, HEADER_HEIGHT + 128, 8 * 60, 3)
     assert "skipped (no generated video)" in out and "skipped z: frame sizes differ" in out
 
 
