@@ -162,11 +162,6 @@ def wrap_model(
     return model
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The user model under a DDP wrapper (FSDP2 shards in place, so nothing to unwrap there)."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def broadcast_buffers_and_params(model: nn.Module) -> None:
     """Make every rank start from rank 0's weights (DDP does this itself; needed before ``fully_shard``)."""
     if not dist.is_initialized():
