@@ -226,6 +226,15 @@ def test_wandb_goes_offline_without_api_key(monkeypatch, tmp_path):
     assert wandb_mode() == "disabled"
 
 
+@pytest.mark.slow
+def test_wandb_run_logs_offline_with_a_reconstruction_video(tmp_path, clips, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = _train_in_process(tmp_path, tiny_config(clips, max_steps=2, ckpt_every=2, wandb=True))
+    assert [r["mode"] for r in _records(run_dir) if r.get("event") == "wandb"] == ["offline"]
+    assert (run_dir / "wandb_media" / "reconstruction_step2.mp4").stat().st_size > 0
+    assert list((run_dir / "wandb").glob("offline-run-*"))
+
+
 def test_random_clip_length_rules():
     assert {random_clip_length(9, "4k+1") for _ in range(200)} == {1, 5, 9}
     assert {random_clip_length(3) for _ in range(200)} == {1, 2, 3}

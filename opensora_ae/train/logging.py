@@ -122,15 +122,22 @@ class TrainLogger:
             self.wandb.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=step)
 
     def log_video(self, step: int, original: Any, reconstruction: Any, fps: int = 8) -> None:
-        """wandb only: side-by-side ``original | reconstruction`` video (``C T H W`` in [-1, 1])."""
+        """wandb only: side-by-side ``original | reconstruction`` video (``C T H W`` in [-1, 1]).
+
+        The mp4 is written with the toolkit's PyAV writer (``<run_dir>/wandb_media/``), so wandb needs no moviepy.
+        """
         if self.wandb is None:
             return
         import torch
         import wandb
 
+        from ..data.video_io import write_video
+
         pair = torch.cat([original, reconstruction], dim=-1).detach().float().cpu()
-        frames = ((pair.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 0, 2, 3).numpy()
-        self.wandb.log({"train/reconstruction": wandb.Video(frames, fps=fps, format="mp4")}, step=step)
+        frames = ((pair.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
+        path = self.run_dir / "wandb_media" / f"reconstruction_step{step}.mp4"
+        write_video(path, frames, fps=fps)
+        self.wandb.log({"train/reconstruction": wandb.Video(str(path), format="mp4")}, step=step)
 
     def plot_loss_curve(self) -> Path | None:
         """Write ``loss_curve.png`` (every logged loss term against the step) into the run dir."""
