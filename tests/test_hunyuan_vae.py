@@ -308,3 +308,20 @@ def test_folded_upsample_equals_upsample_then_conv(scale, space_pad):
     for folded, plain in zip(results[0::2], results[1::2]):
         for a, b in zip(folded, plain):
             torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)  # weight grads sum ~1000 products
+
+
+@pytest.mark.parametrize("time_pad,space_pad", [("replicate", "replicate"), ("zeros", "zeros")])
+def test_resnet_inference_path_equals_autograd_path(time_pad, space_pad):
+    """Without autograd the shared ResnetBlock pads before SiLU (in place); values must not change."""
+    from opensora_ae.models.layers.conv import CausalConv3d
+    from opensora_ae.models.layers.resnet import ResnetBlock
+
+    block = ResnetBlock(
+        4, 8, lambda i, o, k: CausalConv3d(i, o, k, time_pad=time_pad, space_pad=space_pad), num_groups=2
+    ).eval()
+    x = torch.randn(1, 4, 5, 6, 7)
+    with torch.enable_grad():
+        expected = block(x)
+    with torch.inference_mode():
+        actual = block(x)
+    torch.testing.assert_close(actual, expected.detach(), atol=1e-6, rtol=1e-6)

@@ -31,7 +31,7 @@ from .checkpoint_io import CONFIG_FILE_NAME, CheckpointError, PretrainedMixin, S
 from .layers.attention import VideoSelfAttention
 from .layers.conv import CausalConv3d
 from .layers.posterior import DiagonalGaussianDistribution
-from .layers.resnet import ResnetBlock
+from .layers.resnet import ResnetBlock, pad_silu_
 from .layers.sampling import CausalDownsample, CausalUpsample
 from .layers.tiling import TilingConfig, VideoTiler
 
@@ -153,9 +153,13 @@ class MidBlock(nn.Module):
         return _run(self.resnets[1], x, self.gradient_checkpointing)
 
 
-def _norm_act_conv(norm: nn.GroupNorm, conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """GroupNorm -> SiLU -> conv; without autograd SiLU runs in place on the fresh norm output."""
-    return conv(F.silu(norm(x), inplace=not torch.is_grad_enabled()))
+def _norm_act_conv(norm: nn.GroupNorm, conv: CausalConv3d, x: torch.Tensor) -> torch.Tensor:
+    """GroupNorm -> SiLU -> conv; without autograd the SiLU runs in place on the conv's padded input."""
+    if torch.is_grad_enabled():
+        return conv(F.silu(norm(x)))
+    h = norm(x)
+    h = pad_silu_(conv, h)
+    return conv.conv(h)
 
 
 class HunyuanEncoder(nn.Module):

@@ -86,7 +86,8 @@ class VideoSelfAttention(nn.Module):
         attended = attended.transpose(1, 2).reshape(batch, frames * height * width, channels)
         out = self.to_out[1](self.to_out[0](attended))
         out = out.view(batch, frames, height, width, channels).permute(0, 4, 1, 2, 3)
-        return out + x
+        # x first: the sum takes x's memory layout, not the channels-last layout of the token view.
+        return x + out
 
     def _split_heads(self, tokens: torch.Tensor) -> torch.Tensor:
         """``B N C -> B heads N C/heads``."""

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .conv import CausalConv3d
+
 # conv_factory(in_channels, out_channels, kernel_size) -> module applied to B C T H W (or B C H W).
 ConvFactory = Callable[[int, int, int], nn.Module]
 
@@ -52,11 +54,34 @@ class ResnetBlock(nn.Module):
             self.add_module(shortcut_name, conv_factory(in_channels, out_channels, shortcut_kernel_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Without autograd, SiLU and the residual sum reuse their fresh inputs' memory (same values, fewer
-        # full-size allocations); with autograd they stay out of place because backward needs the inputs.
-        inplace = not torch.is_grad_enabled()
-        h = self.conv1(F.silu(self.norm1(x), inplace=inplace))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h), inplace=inplace)))
-        if self.shortcut_name is not None:
-            x = getattr(self, self.shortcut_name)(x)
-        return h.add_(x) if inplace else x + h
+        if torch.is_grad_enabled() or not self._fusable():
+            h = self.conv1(F.silu(self.norm1(x)))
+            h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+            return self._shortcut(x) + h
+        # Inference with causal convs: each step replaces the previous tensor, so at most the input, one padded
+        # activation and one conv output are alive (the straightforward form also keeps the unpadded activation).
+        h = self.norm1(x)
+        h = pad_silu_(self.conv1, h)
+        h = self.conv1.conv(h)
+        h = self.norm2(h)
+        h = pad_silu_(self.conv2, h)
+        h = self.conv2.conv(h)
+        return h.add_(self._shortcut(x))
+
+    def _shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.shortcut_name is None else getattr(self, self.shortcut_name)(x)
+
+    def _fusable(self) -> bool:
+        """Both convs are ``CausalConv3d`` and dropout is off (dropout does not commute with padding)."""
+        dropout_off = not self.training or self.dropout.p == 0
+        return dropout_off and isinstance(self.conv1, CausalConv3d) and isinstance(self.conv2, CausalConv3d)
+
+
+def pad_silu_(conv: CausalConv3d, h: torch.Tensor) -> torch.Tensor:
+    """``conv.pad_input(silu(h))`` computed as ``silu_(conv.pad_input(h))``, without autograd.
+
+    Padding commutes with SiLU (replicated values are copies, and ``silu(0) = 0``), and activating the padded copy
+    in place means the unpadded activation is never stored next to it. ``h`` must be a fresh tensor (a norm
+    output): when the conv needs no padding it is activated in place.
+    """
+    return F.silu(conv.pad_input(h), inplace=True)
