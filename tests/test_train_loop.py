@@ -16,7 +16,7 @@ from opensora_ae.train.logging import wandb_mode
 from opensora_ae.train.loop import OPTIONAL_KEYS, NonFiniteLossError, random_clip_length, train
 from opensora_ae.train.optim import LinearWarmupLR, build_optimizer
 
-from train_helpers import (load_safetensors, run_training, sample_video, tiny_config, write_config,
+from train_helpers import (REPO, load_safetensors, run_training, sample_video, tiny_config, write_config,
                             write_fixed_clips)
 
 
@@ -197,6 +197,42 @@ def test_mixed_precision_trains(tmp_path, clips, dtype):
         # fp16: the grad scaler starts at 2**16 and backs off on overflow, then updates happen.
         assert 0 < len(updated) < 7 and all(r.get("fp16_overflow") == 1.0 for r in steps if r not in updated)
     assert all(math.isfinite(r["grad_norm"]) for r in updated)
+
+
+# Tiny stand-ins for the shipped configs' models: the configs' own losses, optimizers, discriminator and
+# schedule keys are used as they are (perceptual term off: no VGG backbone offline).
+SHIPPED_CONFIG_OVERRIDES = {
+    "video_dc_ae_disc.py": ["--model", repr(dict(TINY_DC_AE, disc_off_grad_ckpt=True)),
+                            "--discriminator.n_layers", "2", "--discriminator.ndf", "4"],
+    "hunyuan_vae.py": ["--model.block_out_channels", "(32, 32)", "--model.layers_per_block", "1",
+                       "--model.spatial_compression_ratio", "2", "--model.time_compression_ratio", "1",
+                       "--model.mid_block_add_attention", "False"],
+    "causal_vae.py": ["--model.hidden_size", "32", "--model.hidden_size_mult", "(1, 1)", "--model.num_res_blocks", "1",
+                      "--model.encoder_resnet_blocks", "('ResnetBlock3D', 'ResnetBlock3D')",
+                      "--model.encoder_spatial_downsample", "('SpatialDownsample2x', '')",
+                      "--model.encoder_temporal_downsample", "('', '')",
+                      "--model.decoder_resnet_blocks", "('ResnetBlock3D', 'ResnetBlock3D')",
+                      "--model.decoder_spatial_upsample", "('', 'SpatialUpsample2x')",
+                      "--model.decoder_temporal_upsample", "('', '')",
+                      "--discriminator.n_layers", "2", "--discriminator.ndf", "4",
+                      "--gen_loss_config.gen_start", "1", "--disc_loss_config.disc_start", "1"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_CONFIG_OVERRIDES))
+def test_shipped_configs_train(tmp_path, clips, name):
+    overrides = [
+        "--save-dir", str(tmp_path / "run"), "--dataset.data_path", str(clips), "--dataset.num_frames", "4",
+        "--dataset.image_size", "16", "--bucket_config", "None", "--batch_size", "1", "--num_workers", "0",
+        "--mixed_strategy", "None", "--dtype", "fp32", "--plugin", "ddp", "--device", "cpu", "--max_steps", "2", "--log_every", "1",
+        "--vae_loss_config.perceptual_loss_weight", "0", "--grad_checkpoint", "True",
+        *SHIPPED_CONFIG_OVERRIDES[name],
+    ]
+    cfg = load_config(REPO / "configs" / "vae" / "train" / name, overrides, OPTIONAL_KEYS)
+    steps = _steps(train(cfg))
+    assert len(steps) == 2 and all(math.isfinite(r["loss"]) for r in steps)
+    if "discriminator" in cfg:
+        assert "loss_disc" in steps[-1] and steps[-1]["gen_weight"] > 0
 
 
 def test_linear_warmup_matches_open_sora():
