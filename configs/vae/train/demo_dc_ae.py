@@ -1,4 +1,4 @@
-# `make demo`: a tiny Video DC-AE (3 stages, 4x4x4 compression, ~0.5M parameters) trained for a few hundred
+# `make demo`: a tiny Video DC-AE (3 stages, 4x4x4 compression, ~0.5M parameters) trained for 200
 # steps on the sample clips of `python -m opensora_ae.data.samples OUT` (the demo passes --dataset.data_path).
 # Uses the GPU when there is one; on CPU it is sized for 2 cores. Without a cached LPIPS VGG backbone the
 # perceptual term is dropped with a one-line message (skip_missing_perceptual).
@@ -42,7 +42,7 @@ device = "auto"
 seed = 42
 outputs = "outputs/demo"
 epochs = 1000
-max_steps = 300
+max_steps = 200
 log_every = 10
 ckpt_every = 100
 keep_n_latest = 2
