@@ -246,6 +246,12 @@ def test_linear_warmup_matches_open_sora():
     assert lrs == pytest.approx([1 / 4, 2 / 4, 3 / 4, 1.0, 1.0])
 
 
+def test_load_of_a_non_checkpoint_is_a_clear_error(tmp_path, clips):
+    with pytest.raises(FileNotFoundError, match="not a training checkpoint"):
+        _train_in_process(tmp_path, tiny_config(clips), overrides=("--load", str(tmp_path)))
+    assert not (tmp_path / "run").exists()
+
+
 def test_bad_config_values_are_one_line_errors():
     with pytest.raises(ValueError, match="optim.cls='SGD'"):
         build_optimizer([torch.nn.Parameter(torch.zeros(1))], dict(cls="SGD"))

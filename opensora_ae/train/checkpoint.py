@@ -167,7 +167,9 @@ def save_checkpoint(
     return final
 
 
-def _check_checkpoint(folder: Path) -> None:
+def check_checkpoint(folder: str | Path) -> None:
+    """One clear error unless ``folder`` is a complete training checkpoint."""
+    folder = Path(folder)
     if not (folder / RUNNING_STATES).is_file():
         raise FileNotFoundError(
             f"--load {folder}: not a training checkpoint (no {RUNNING_STATES}); pass a folder like "
@@ -190,7 +192,7 @@ def load_checkpoint(
     from its beginning (the sampler deals batches to ranks by world size).
     """
     folder = Path(folder)
-    _check_checkpoint(folder)
+    check_checkpoint(folder)
     for trainable in trainables:
         weights_file = folder / f"{trainable.name}.safetensors"
         if not weights_file.is_file():

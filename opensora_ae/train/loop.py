@@ -39,7 +39,7 @@ from ..losses import DiscriminatorLoss, GeneratorLoss, VAELoss, lpips_backbone_a
 from ..models import build_model, resolve_model_class
 from ..registry import DISCRIMINATORS, build
 from . import parallel
-from .checkpoint import RunningStates, Trainable, load_checkpoint, save_checkpoint
+from .checkpoint import RunningStates, Trainable, check_checkpoint, load_checkpoint, save_checkpoint
 from .ema import EMA
 from .logging import TrainLogger
 from .optim import build_lr_scheduler, build_optimizer
@@ -107,6 +107,8 @@ def train(cfg: Config) -> Path:
 
 def _train(cfg: Config, ctx: parallel.DistContext) -> Path:
     dtype = parallel.resolve_dtype(cfg.get("dtype", "fp32"))
+    if cfg.get("load"):
+        check_checkpoint(cfg.load)
     run_dir = prepare_run_dir(cfg, ctx)
     # Same seed everywhere for identical initial weights; per-rank streams afterwards.
     seed_everything(int(cfg.get("seed", 42)))
