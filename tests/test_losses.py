@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import lpips
@@ -135,6 +137,24 @@ def test_vae_loss_gradients_reach_reconstruction_only(alex_reference: tuple[lpip
 def test_fixed_logvar_is_not_trainable() -> None:
     loss = VAELoss(perceptual_loss_weight=0, logvar_init=-1.0)
     assert not loss.logvar.requires_grad and loss.logvar.item() == -1.0
+
+
+def test_learnable_logvar_gets_the_nll_gradient() -> None:
+    loss = VAELoss(perceptual_loss_weight=0, kl_loss_weight=0, logvar_init=0.5, learn_logvar=True)
+    assert [name for name, p in loss.named_parameters() if p.requires_grad] == ["logvar"]
+    x, x_rec = torch.rand(2, 3, 2, 4, 4), torch.rand(2, 3, 2, 4, 4)
+    loss(x, x_rec)["total"].backward()
+    # d/dlv (rec * exp(-lv) + P * lv) = P - rec * exp(-lv), with P = C*H*W = 48.
+    rec = (x - x_rec).abs().sum() / 4
+    torch.testing.assert_close(loss.logvar.grad, 48 - rec * math.exp(-0.5))
+
+
+def test_importing_the_losses_does_not_import_lpips() -> None:
+    # lpips pulls in torchvision (seconds per process): it is imported only where an LPIPS network is built.
+    code = ("import sys, opensora_ae.losses as losses; assert 'lpips' not in sys.modules and 'torchvision' not in "
+            "sys.modules, 'eager import'; losses.VAELoss(perceptual_loss_weight=0); assert 'lpips' not in sys.modules")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 # ---- KL -------------------------------------------------------------------------------------------------------

@@ -3,17 +3,23 @@
 The ``lpips`` package ships its v0.1 linear heads; only the ImageNet backbone is missing offline. It is read
 from the torch hub cache (``$TORCH_HOME/hub/checkpoints/vgg16-397923af.pth`` for VGG, torchvision's file
 name) or from an explicit ``perceptual_weights=PATH``; nothing is ever downloaded.
+
+``lpips`` (and through it torchvision) is imported only where an LPIPS network is built, so importing the
+losses - every training process and torchrun rank does - or training with ``perceptual_loss_weight=0`` does not
+pay for it.
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import lpips
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    import lpips
 
 # torchvision's ImageNet checkpoint file names, as torch.hub caches them.
 BACKBONE_FILES = {
@@ -67,6 +73,8 @@ def build_lpips(net: str = "vgg", weights: str | Path | None = None) -> lpips.LP
             f"LPIPS {net} backbone weights not found at {path}: copy torchvision's {BACKBONE_FILES[net]} there "
             f"(or set perceptual_weights=PATH), or set perceptual_loss_weight=0 to train without LPIPS"
         )
+    import lpips
+
     # pnet_rand=True builds the backbone without torchvision's download; its weights are loaded just below.
     with warnings.catch_warnings():
         # lpips still calls torchvision with the deprecated `pretrained=` argument; not actionable for users.
