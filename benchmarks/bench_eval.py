@@ -161,7 +161,7 @@ def main() -> None:
         evaluate(real_dir, generated_dir, ["psnr", "ssim"], options, weights)
         ours_pixel_seconds = time.perf_counter() - start
         # The reference LPIPS gets exactly the weights our run used.
-        reference.load_state_dict(build_lpips(backbone_path=backbone).state_dict())
+        reference.load_state_dict(build_lpips(backbone).state_dict())
 
         baseline, baseline_per_metric = run_baseline(real_dir, generated_dir, reference)
         baseline_seconds = sum(baseline_per_metric.values())

@@ -125,7 +125,7 @@ def test_missing_lpips_backbone_fails_lpips_only(video_folders, tmp_path):
 
 def test_chunking_does_not_change_results(weight_files):
     alexnet, pwcnet = weight_files
-    suite = MetricSuite(["psnr", "ssim", "lpips", "flolpips"], "cpu", MetricWeights(alexnet, None, pwcnet))
+    suite = MetricSuite(["psnr", "ssim", "lpips", "flolpips"], "cpu", MetricWeights(alexnet, pwcnet))
     frames = random_frames(5, num_frames=3, height=32, width=48)
     real = torch.from_numpy(frames).permute(0, 3, 1, 2)
     fake = torch.from_numpy(noisy_copy(frames, 6)).permute(0, 3, 1, 2)
@@ -185,7 +185,7 @@ def test_eval_script_end_to_end(video_folders, weight_files, tmp_path):
     completed = subprocess.run(
         [sys.executable, os.path.join(REPO_ROOT, "scripts", "vae", "eval.py"), "--real_video_dir", real_dir,
          "--generated_video_dir", generated_dir, "--metric", "psnr", "ssim", "lpips", "flolpips",
-         "--batch_size", "2", "--device", "cpu", "--output", str(output), "--lpips_backbone", alexnet,
+         "--batch_size", "2", "--device", "cpu", "--output", str(output), "--lpips_weights", alexnet,
          "--pwcnet_weights", pwcnet],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
     )

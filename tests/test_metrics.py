@@ -66,9 +66,10 @@ def test_ssim_rejects_frames_smaller_than_window():
         ssim(torch.rand(1, 3, 8, 32), torch.rand(1, 3, 8, 32))
 
 
-def test_lpips_matches_lpips_package_frame_by_frame():
-    torch.manual_seed(0)
-    ours_model = build_lpips(pnet_rand=True)
+def test_lpips_matches_lpips_package_frame_by_frame(tmp_path):
+    backbone = tmp_path / ALEXNET_FILE_NAME
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), backbone)  # random: seeded by conftest
+    ours_model = build_lpips(str(backbone))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # torchvision's `pretrained=` deprecation inside lpips
         reference = lpips_package.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False).eval()

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 
 from opensora_ae.metrics import PWCNet, build_lpips, flolpips, flow_weighted_sum, load_pwcnet, lpips_distance
 from opensora_ae.metrics.lpips import lpips_package
@@ -27,9 +28,12 @@ def expected_pwcnet_keys() -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def models():
+def models(tmp_path_factory):
+    """LPIPS with a random AlexNet backbone (saved like torchvision's file) and a random PWC-Net."""
     torch.manual_seed(0)
-    return build_lpips(pnet_rand=True), PWCNet().eval().requires_grad_(False)
+    backbone = tmp_path_factory.mktemp("weights") / "alexnet.pth"
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), backbone)
+    return build_lpips(str(backbone)), PWCNet().eval().requires_grad_(False)
 
 
 def test_pwcnet_state_dict_keys_and_shapes():

@@ -68,10 +68,10 @@ class EvalOptions:
 
 @dataclass
 class MetricWeights:
-    """Local weight files: AlexNet backbone and v0.1 heads for (Flo)LPIPS, PWC-Net for FloLPIPS."""
+    """Local weight files: the AlexNet backbone of (Flo)LPIPS (its v0.1 heads ship with the lpips package) and
+    PWC-Net for FloLPIPS."""
 
     lpips_backbone: str | None = None
-    lpips_heads: str | None = None
     pwcnet: str | None = None
 
 
@@ -187,7 +187,7 @@ class MetricSuite:
         perceptual = [name for name in self.names if name in ("lpips", "flolpips")]
         if perceptual:
             try:
-                self.lpips_model = build_lpips(weights.lpips_backbone, weights.lpips_heads).to(device)
+                self.lpips_model = build_lpips(weights.lpips_backbone).to(device)
             except (OSError, KeyError, RuntimeError) as err:
                 self.errors.update({name: str(err) for name in perceptual})
         if "flolpips" in self.names and self.lpips_model is not None:

@@ -1,66 +1,41 @@
 """LPIPS (Zhang et al. 2018) with the AlexNet backbone and the v0.1 linear heads of the ``lpips`` package.
 
-The backbone weights are torchvision's ImageNet AlexNet (``alexnet-owt-7be5be79.pth``), read from a local
-file (by default torchvision's hub cache); nothing is downloaded.
+The network is built by :func:`opensora_ae.losses.perceptual.build_lpips` (the one place that loads LPIPS
+offline); the backbone weights are torchvision's ImageNet AlexNet (``alexnet-owt-7be5be79.pth``), read from a
+local file (by default torchvision's hub cache). Nothing is downloaded.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 
 import lpips as lpips_package
 import torch
 
-ALEXNET_FILE_NAME = "alexnet-owt-7be5be79.pth"
+from opensora_ae.losses.perceptual import BACKBONE_FILES, default_backbone_path
+from opensora_ae.losses.perceptual import build_lpips as build_frozen_lpips
+
+ALEXNET_FILE_NAME = BACKBONE_FILES["alex"]
 
 
 def default_alexnet_path() -> str:
     """Where torchvision caches the ImageNet AlexNet weights (``$TORCH_HOME/hub/checkpoints``)."""
-    return os.path.join(torch.hub.get_dir(), "checkpoints", ALEXNET_FILE_NAME)
+    return str(default_backbone_path("alex"))
 
 
-def _load_alexnet_backbone(backbone: torch.nn.Module, path: str) -> None:
-    """Copy torchvision ``features.<i>.*`` weights into the lpips slices (``slice<k>.<i>.*``)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    mapped = {}
-    for key in backbone.state_dict():
-        _, layer, param = key.split(".")
-        source_key = f"features.{layer}.{param}"
-        if source_key not in state:
-            raise KeyError(f"{path}: key {source_key!r} missing; expected a torchvision AlexNet state dict")
-        mapped[key] = state[source_key]
-    backbone.load_state_dict(mapped)
-
-
-def build_lpips(
-    backbone_path: str | None = None,
-    heads_path: str | None = None,
-    pnet_rand: bool = False,
-) -> lpips_package.LPIPS:
-    """Build an eval-mode ``lpips.LPIPS(net='alex', version='0.1')`` without touching the network.
+def build_lpips(backbone_path: str | None = None) -> lpips_package.LPIPS:
+    """Frozen eval-mode ``lpips.LPIPS(net='alex', version='0.1')`` with the AlexNet backbone from a local file.
 
     Args:
         backbone_path: torchvision AlexNet state dict; default :func:`default_alexnet_path`.
-        heads_path: v0.1 linear heads; default the ``alex.pth`` shipped with the lpips package.
-        pnet_rand: keep a randomly initialised backbone (tests only; the numbers are then meaningless).
     """
-    if not pnet_rand:
-        backbone_path = backbone_path or default_alexnet_path()
-        if not os.path.isfile(backbone_path):
-            raise FileNotFoundError(
-                f"LPIPS needs the AlexNet backbone weights: put {ALEXNET_FILE_NAME} at {backbone_path} "
-                "(or pass its path with --lpips_backbone)"
-            )
-    if heads_path is not None and not os.path.isfile(heads_path):
-        raise FileNotFoundError(f"LPIPS heads file {heads_path} does not exist (--lpips_weights)")
-    with warnings.catch_warnings():
-        # lpips builds its backbone through torchvision's deprecated `pretrained=` argument.
-        warnings.simplefilter("ignore", UserWarning)
-        model = lpips_package.LPIPS(net="alex", version="0.1", pnet_rand=True, model_path=heads_path, verbose=False)
-    if not pnet_rand:
-        _load_alexnet_backbone(model.net, backbone_path)
-    return model.eval().requires_grad_(False)
+    backbone_path = backbone_path or default_alexnet_path()
+    if not os.path.isfile(backbone_path):
+        raise FileNotFoundError(
+            f"LPIPS needs the AlexNet backbone weights: put {ALEXNET_FILE_NAME} at {backbone_path} "
+            "(or pass its path with --lpips_weights)"
+        )
+    return build_frozen_lpips("alex", backbone_path)
 
 
 def lpips_layer_maps(model: lpips_package.LPIPS, real: torch.Tensor, fake: torch.Tensor) -> list[torch.Tensor]:

@@ -37,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=positive_int, default=16, help="frames per metric forward pass")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output", help="write metrics.json here")
-    parser.add_argument("--lpips_backbone", help="torchvision AlexNet weights (default: torch hub cache)")
-    parser.add_argument("--lpips_weights", help="LPIPS v0.1 AlexNet heads (default: the lpips package's)")
+    parser.add_argument("--lpips_weights", "--lpips_backbone", dest="lpips_weights",
+                        help="torchvision AlexNet weights alexnet-owt-7be5be79.pth (default: torch hub cache)")
     parser.add_argument("--pwcnet_weights", "--flolpips_weights", dest="pwcnet_weights",
                         help="PWC-Net network-default.pytorch for FloLPIPS")
     return parser
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     options = EvalOptions(num_frames=args.num_frames, sample_rate=args.sample_rate, resolution=args.resolution,
                           crop_size=args.crop_size, batch_size=args.batch_size, device=args.device)
-    weights = MetricWeights(args.lpips_backbone, args.lpips_weights, args.pwcnet_weights)
+    weights = MetricWeights(lpips_backbone=args.lpips_weights, pwcnet=args.pwcnet_weights)
     try:
         results = evaluate(args.real_video_dir, args.generated_video_dir, args.metric, options, weights,
                            progress=lambda pairs, total: tqdm(pairs, total=total, desc="eval", unit="video"))
