@@ -1,5 +1,9 @@
 """Training under ``torchrun --nproc_per_node 2`` (gloo, CPU): replicas agree and equal a 1-process run with the
-same global batch, for DDP and FSDP2 (zero2, zero3); checkpoints move between plugins."""
+same global batch, for DDP and FSDP2 (zero2, zero3); checkpoints move between plugins.
+
+The runs learn the loss's ``logvar`` (its gradient is averaged by hand, no wrapper owns it), and ``TinyConvAE``'s
+decoder blocks sit in nested containers (FSDP2 units are found inside them).
+"""
 
 from __future__ import annotations
 
@@ -14,18 +18,24 @@ from train_helpers import load_safetensors, run_training, tiny_config, write_con
 
 STEPS = 3
 ATOL = 1e-5
+LEARNED_LOGVAR = dict(perceptual_loss_weight=0.0, kl_loss_weight=0.0, logvar_init=0.5, learn_logvar=True)
+
+
+def _config(data: Path, **overrides):
+    return tiny_config(data, vae_loss_config=LEARNED_LOGVAR, **overrides)
 
 
 @pytest.fixture(scope="module")
 def fixed_data(tmp_path_factory) -> Path:
-    # Same content in every clip: the global batch is the same whichever rank draws which sample.
-    return write_fixed_clips(tmp_path_factory.mktemp("fixed"), count=8, distinct=False)
+    # Two different clips: one batch of 2 in one process, one clip per rank with 2 ranks - the global batch is the
+    # whole data set at every step either way, and the ranks' gradients differ (their averaging is tested).
+    return write_fixed_clips(tmp_path_factory.mktemp("fixed"), count=2, distinct=True)
 
 
 @pytest.fixture(scope="module")
 def single_process_run(tmp_path_factory, fixed_data) -> Path:
     tmp = tmp_path_factory.mktemp("single")
-    cfg = write_config(tmp / "cfg.py", tiny_config(fixed_data, batch_size=4, max_steps=STEPS, ckpt_every=STEPS))
+    cfg = write_config(tmp / "cfg.py", _config(fixed_data, batch_size=2, max_steps=STEPS, ckpt_every=STEPS))
     run_training([str(cfg), "--save-dir", str(tmp / "run")])
     return tmp / "run"
 
@@ -41,8 +51,8 @@ def _assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: 
 
 
 def _two_process_run(tmp_path: Path, fixed_data: Path, plugin: str) -> Path:
-    cfg = write_config(tmp_path / "cfg.py", tiny_config(fixed_data, batch_size=2, max_steps=STEPS, ckpt_every=STEPS,
-                                                         plugin=plugin))
+    cfg = write_config(tmp_path / "cfg.py", _config(fixed_data, batch_size=1, max_steps=STEPS, ckpt_every=STEPS,
+                                                       plugin=plugin))
     run_training([str(cfg), "--save-dir", str(tmp_path / "run")], nproc=2, instrumented=True,
                  env={"TRAIN_TEST_DUMP_RANKS": "1"})
     return tmp_path / "run"
@@ -53,10 +63,11 @@ def test_ddp_two_ranks_identical_and_equal_to_one_process(tmp_path, fixed_data, 
     run_dir = _two_process_run(tmp_path, fixed_data, "ddp")
     rank0 = load_safetensors(run_dir / f"rank0-step{STEPS}.safetensors")
     rank1 = load_safetensors(run_dir / f"rank1-step{STEPS}.safetensors")
-    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    assert "loss.logvar" in rank0 and all(torch.equal(rank0[k], rank1[k]) for k in rank0)
     single = _final(single_process_run)
-    _assert_close(load_safetensors(_final(run_dir) / "model.safetensors"), load_safetensors(single / "model.safetensors"))
-    _assert_close(load_safetensors(_final(run_dir) / "ema.safetensors"), load_safetensors(single / "ema.safetensors"))
+    for name in ("model.safetensors", "ema.safetensors", "loss.safetensors"):
+        _assert_close(load_safetensors(_final(run_dir) / name), load_safetensors(single / name))
+    assert load_safetensors(single / "loss.safetensors")["logvar"].item() != LEARNED_LOGVAR["logvar_init"]
 
 
 @pytest.mark.slow
@@ -65,15 +76,15 @@ def test_fsdp_two_ranks_equal_one_process_and_resume_single_process(tmp_path, fi
     run_dir = _two_process_run(tmp_path, fixed_data, plugin)
     final = _final(run_dir)
     single = _final(single_process_run)
-    _assert_close(load_safetensors(final / "model.safetensors"), load_safetensors(single / "model.safetensors"))
-    _assert_close(load_safetensors(final / "ema.safetensors"), load_safetensors(single / "ema.safetensors"))
+    for name in ("model.safetensors", "ema.safetensors", "loss.safetensors"):
+        _assert_close(load_safetensors(final / name), load_safetensors(single / name))
     sharded_optim = torch.load(final / "optimizer.pt", weights_only=False)["state"]
     single_optim = torch.load(single / "optimizer.pt", weights_only=False)["state"]
     for name, state in single_optim.items():
         _assert_close({"exp_avg": state["exp_avg"]}, {"exp_avg": sharded_optim[name]["exp_avg"]})
     if plugin == "zero2":
         # An FSDP checkpoint (full state dicts) resumes in a single-process run.
-        resume_cfg = write_config(tmp_path / "resume.py", tiny_config(fixed_data, batch_size=4, max_steps=STEPS + 1,
+        resume_cfg = write_config(tmp_path / "resume.py", _config(fixed_data, batch_size=2, max_steps=STEPS + 1,
                                                                       ckpt_every=0))
         run_training([str(resume_cfg), "--load", str(final), "--save-dir", str(tmp_path / "resumed")])
         assert _final(tmp_path / "resumed").name.endswith(f"global_step{STEPS + 1}")

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
+from mmengine.config import Config
 
 from opensora_ae.config import load_config
-from opensora_ae.losses import VAELoss
-from opensora_ae.train import checkpoint
+from opensora_ae.losses import VAELoss, configs_from_lpips_with_discriminator
+from opensora_ae.train import checkpoint, parallel
 from opensora_ae.train.logging import wandb_mode
-from opensora_ae.train.loop import OPTIONAL_KEYS, NonFiniteLossError, random_clip_length, train
+from opensora_ae.train.loop import (OPTIONAL_KEYS, NonFiniteLossError, batch_video, build_models, random_clip_length,
+                                    train)
 from opensora_ae.train.optim import LinearWarmupLR, build_optimizer
 
-from train_helpers import (REPO, load_safetensors, run_training, sample_video, tiny_config, write_config,
-                            write_fixed_clips)
+from train_helpers import (REPO, TinyConvAE, load_safetensors, run_training, sample_video, tiny_config, write_config,
+                           write_fixed_clips)
 
 
 def _train_in_process(tmp_path: Path, cfg: dict, name: str = "run", overrides: tuple[str, ...] = ()) -> Path:
@@ -235,6 +239,15 @@ def test_shipped_configs_train(tmp_path, clips, name):
         assert "loss_disc" in steps[-1] and steps[-1]["gen_weight"] > 0
 
 
+def test_causal_vae_config_uses_the_release_loss_params():
+    release = json.loads((REPO / "configs" / "vae" / "causal_vae" / "release.json").read_text())
+    expected = configs_from_lpips_with_discriminator(release["loss_params"], release["loss_type"])
+    cfg = load_config(REPO / "configs" / "vae" / "train" / "causal_vae.py", [], OPTIONAL_KEYS)
+    for key, value in expected.items():
+        assert cfg[key].to_dict() == value, key
+    assert cfg.vae_loss_config.learn_logvar is False  # the release's optimizer never stepped its logvar
+
+
 def test_linear_warmup_matches_open_sora():
     optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(1))], dict(cls="AdamW", lr=1.0))
     scheduler = LinearWarmupLR(optimizer, warmup_steps=3)
@@ -278,5 +291,105 @@ def test_wandb_run_logs_offline_with_a_reconstruction_video(tmp_path, clips, mon
 
 
 def test_random_clip_length_rules():
-    assert {random_clip_length(9, "4k+1") for _ in range(200)} == {1, 5, 9}
-    assert {random_clip_length(3) for _ in range(200)} == {1, 2, 3}
+    rng = random.Random(0)
+    assert {random_clip_length(9, "4k+1", rng) for _ in range(200)} == {1, 5, 9}
+    assert {random_clip_length(3, "any", rng) for _ in range(200)} == {1, 2, 3}
+
+
+def test_random_clip_length_depends_only_on_seed_and_step():
+    # Every rank must cut to the same length (FSDP2 needs the same block calls on all ranks): the per-rank random
+    # streams (seeded seed + rank) must not matter, only the config seed and the optimizer step.
+    cfg = Config(dict(mixed_strategy="mixed_video_random", random_length_rule="any", seed=5))
+    batch = {"video": torch.zeros(1, 3, 33, 2, 2)}
+    per_rank = []
+    for rank in range(2):
+        random.seed(1000 + rank)
+        torch.manual_seed(1000 + rank)
+        per_rank.append([batch_video(batch, cfg, torch.device("cpu"), step).shape[2] for step in range(20)])
+    assert per_rank[0] == per_rank[1]
+    assert len(set(per_rank[0])) > 3 and all(1 <= n <= 33 for n in per_rank[0])
+
+
+# ---- learnable logvar ---------------------------------------------------------------------------------------
+
+
+def _assert_same_files(a: Path, b: Path, names: tuple[str, ...]) -> None:
+    for name in names:
+        first, second = load_safetensors(a / name), load_safetensors(b / name)
+        assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first), name
+
+
+def test_learnable_logvar_trains_and_resumes_exactly(tmp_path, clips):
+    learned = dict(perceptual_loss_weight=0.0, kl_loss_weight=0.0, logvar_init=0.25, learn_logvar=True)
+    cfg = tiny_config(clips, max_steps=6, ckpt_every=3, vae_loss_config=learned,
+                      optim=dict(cls="AdamW", lr=1e-2, weight_decay=0.1, betas=(0.9, 0.98)))
+    full = _train_in_process(tmp_path, cfg, "full")
+    logvars = [r["logvar"] for r in _steps(full)]
+    assert len(logvars) == 6 and len(set(logvars)) == 6 and logvars[0] != 0.25
+    final = full / "epoch2-global_step6"
+    assert load_safetensors(final / "loss.safetensors")["logvar"].item() == pytest.approx(logvars[-1])
+    optim = torch.load(final / "optimizer.pt", weights_only=False)
+    # One optimizer: the model's group with weight decay, the logvar's without.
+    assert optim["param_groups"][1]["params"] == ["loss.logvar"] and optim["param_groups"][1]["weight_decay"] == 0
+    assert optim["param_groups"][0]["weight_decay"] == 0.1 and float(optim["state"]["loss.logvar"]["step"]) == 6
+
+    resumed = _train_in_process(tmp_path, cfg, "resumed", ("--load", str(full / "epoch1-global_step3")))
+    _assert_same_files(final, resumed / "epoch2-global_step6", ("model.safetensors", "ema.safetensors",
+                                                                 "loss.safetensors"))
+    resumed_optim = torch.load(resumed / "epoch2-global_step6" / "optimizer.pt", weights_only=False)
+    for key, state in optim["state"].items():
+        for field, value in state.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(resumed_optim["state"][key][field])), key
+
+    fixed = tiny_config(clips, vae_loss_config=dict(learned, learn_logvar=False))
+    with pytest.raises(ValueError, match="learn_logvar=True"):
+        _train_in_process(tmp_path, fixed, "fixed", ("--load", str(full / "epoch1-global_step3")))
+
+
+# ---- wrapping for data parallelism, in a one-process gloo group (DDP's and FSDP2's code paths are the same) ---
+
+
+@pytest.fixture
+def one_rank_group(tmp_path) -> parallel.DistContext:
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    yield parallel.DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("find_unused", [False, True])
+def test_find_unused_parameters_reaches_ddp(one_rank_group, clips, find_unused):
+    cfg = Config(tiny_config(clips, model=dict(target="train_helpers.TinyConvAEWithUnusedBranch"),
+                             find_unused_parameters=find_unused))
+    models = build_models(cfg, one_rank_group)
+    assert isinstance(models.model_ddp, torch.nn.parallel.DistributedDataParallel)
+    x = torch.rand(1, 3, 2, 8, 8)
+
+    def two_steps() -> None:
+        for _ in range(2):
+            models.model_ddp(x)[0].mean().backward()
+
+    if find_unused:
+        two_steps()
+        assert models.model.unused_head.weight.grad is None
+    else:
+        # DDP's own error for a parameter without gradient: what find_unused_parameters=True is for.
+        with pytest.raises(RuntimeError, match="find_unused_parameters"):
+            two_steps()
+
+
+def test_fsdp_units_recurse_into_nested_containers(one_rank_group):
+    model = TinyConvAE()
+    reference = TinyConvAE()
+    reference.load_state_dict(model.state_dict())
+    level0, level1 = model.decoder_levels
+    # Elements of a nested ModuleList and the children of a plain holder module become units; the holders do not
+    # (fully_shard refuses lists, and a holder without forward would never gather its parameters).
+    assert parallel._shard_units(model, model.get_last_layer()) == [level0[0], level1.upsample]
+    sharded = parallel.wrap_model(model, one_rank_group, "zero2", keep_unsharded=model.get_last_layer())
+    x = torch.rand(1, 3, 2, 8, 8)
+    out, expected = sharded(x)[0], reference(x)[0]
+    torch.testing.assert_close(out, expected)
+    out.square().mean().backward()
+    expected.square().mean().backward()
+    grad = level0[0][0].weight.grad
+    torch.testing.assert_close(parallel.to_local_scalar(grad), reference.decoder_levels[0][0][0].weight.grad)

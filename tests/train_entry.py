@@ -4,7 +4,8 @@
   no chance to clean up).
 * ``TRAIN_TEST_SIGNAL_AFTER_STEP=N``: the process sends itself SIGTERM after optimizer step ``N`` (preemption).
 * ``TRAIN_TEST_DUMP_RANKS=1``: every checkpoint also writes each rank's own copy of the weights to
-  ``<run_dir>/rank{R}-step{S}.safetensors`` (DDP), so tests can compare replicas (not for FSDP2, whose ranks hold different shards).
+  ``<run_dir>/rank{R}-step{S}.safetensors`` (DDP), with the loss's parameters as ``loss.*``, so tests can compare
+  replicas (not for FSDP2, whose ranks hold different shards).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def _install_rank_dump() -> None:
         if any(hasattr(v, "full_tensor") for v in state.values()):
             return path  # FSDP2 shards differ per rank by design: nothing to compare
         weights = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+        if trainables[0].loss is not None:  # the loss's replicated parameters (learnable logvar) too
+            weights.update({f"loss.{k}": v.detach().cpu() for k, v in trainables[0].loss.state_dict().items()})
         save_file(weights, os.path.join(run_dir, f"rank{ctx.rank}-step{states.global_step}.safetensors"))
         return path
 

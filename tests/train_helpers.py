@@ -27,7 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 class TinyConvAE(VideoAutoencoder):
     """``B 3 T H W`` -> 2x spatially downsampled latent ``B latent_channels T H/2 W/2`` -> pixels. No posterior.
 
-    Its decoder's blocks sit in an ``nn.ModuleList`` so FSDP2 shards them one by one, like a real model.
+    Its decoder's blocks sit in nested containers, as in real models, and FSDP2 shards them one by one: level 0
+    is an ``nn.ModuleList`` inside the ``nn.ModuleList`` of levels, level 1 a plain ``nn.Module`` holding
+    ``upsample`` and a ``block`` list (the LDM ``up[i].block[j]`` layout).
     """
 
     latent_channels = 4
@@ -37,9 +39,12 @@ class TinyConvAE(VideoAutoencoder):
         super().__init__()
         self.encoder = nn.Sequential(nn.Conv3d(3, width, 3, padding=1), nn.SiLU(),
                                      nn.Conv3d(width, self.latent_channels, (1, 2, 2), stride=(1, 2, 2)))
-        self.decoder_blocks = nn.ModuleList([
-            nn.Sequential(nn.Conv3d(self.latent_channels, width, 3, padding=1), nn.SiLU()),
-            nn.Sequential(nn.Upsample(scale_factor=(1, 2, 2)), nn.Conv3d(width, width, 3, padding=1), nn.SiLU()),
+        level1 = nn.Module()
+        level1.upsample = nn.Sequential(nn.Upsample(scale_factor=(1, 2, 2)), nn.Conv3d(width, width, 3, padding=1))
+        level1.block = nn.ModuleList([nn.SiLU()])
+        self.decoder_levels = nn.ModuleList([
+            nn.ModuleList([nn.Sequential(nn.Conv3d(self.latent_channels, width, 3, padding=1), nn.SiLU())]),
+            level1,
         ])
         self.conv_out = nn.Conv3d(width, 3, 3, padding=1)
 
@@ -47,12 +52,25 @@ class TinyConvAE(VideoAutoencoder):
         return self.encoder(x), None
 
     def decode(self, z: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
-        for block in self.decoder_blocks:
+        level0, level1 = self.decoder_levels
+        for block in level0:
+            z = block(z)
+        z = level1.upsample(z)
+        for block in level1.block:
             z = block(z)
         return self.conv_out(z)
 
     def get_last_layer(self) -> torch.Tensor:
         return self.conv_out.weight
+
+
+class TinyConvAEWithUnusedBranch(TinyConvAE):
+    """``TinyConvAE`` with a trainable head that ``forward`` never calls, like the Open-Sora 1.2 pipeline's 2-D
+    decoder in stage 2 when it is not frozen: its parameters get no gradient."""
+
+    def __init__(self, width: int = 8) -> None:
+        super().__init__(width)
+        self.unused_head = nn.Conv3d(width, 3, 1)
 
 
 def sample_video(name: str = "carphone_pristine.mp4") -> Path:

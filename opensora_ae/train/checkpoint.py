@@ -3,9 +3,12 @@
 A checkpoint is a folder ``<run_dir>/epoch{E}-global_step{S}/``::
 
     model.safetensors          full weights, the unwrapped model's key names (+ config.json when the model has one)
+    loss.safetensors           the loss's trainable parameters (a learnable logvar), when it has any
     ema.safetensors            EMA weights
     discriminator.safetensors  (discriminator phase only)
     optimizer.pt, optimizer_discriminator.pt        full (unsharded) optimizer states, keyed by parameter name
+                                                    (``model.<name>`` / ``loss.<name>`` when the loss has
+                                                    trainable parameters in the autoencoder optimizer)
     lr_scheduler.pt, lr_scheduler_discriminator.pt
     scaler.pt                  fp16 gradient scaler(s)
     sampler.pt                 data sampler position
@@ -61,16 +64,38 @@ class RunningStates:
 
 @dataclass
 class Trainable:
-    """A model with its optimizer, scheduler and gradient scaler, saved under ``name``-derived file names."""
+    """A model with its optimizer, scheduler and gradient scaler, saved under ``name``-derived file names.
+
+    ``loss`` is a loss module whose trainable parameters (Open-Sora-Plan's learnable ``logvar``) the same
+    optimizer steps; no DDP/FSDP wrapper reduces them, so the loop averages their gradients over ranks.
+    """
 
     name: str  # "model" or "discriminator"
     model: nn.Module  # unwrapped (FSDP2-sharded in place, never the DDP wrapper)
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler
+    loss: nn.Module | None = None
 
     def suffix(self) -> str:
         return "" if self.name == "model" else f"_{self.name}"
+
+    def loss_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.loss.parameters() if p.requires_grad] if self.loss is not None else []
+
+    def optimized_modules(self) -> nn.Module:
+        """The module tree holding every parameter of ``optimizer`` (for name-keyed optimizer state dicts)."""
+        if not self.loss_parameters():
+            return self.model
+        return _ModelAndLoss(self.model, self.loss)
+
+
+class _ModelAndLoss(nn.Module):
+    """A view grouping a model and its loss: parameter names ``model.<name>`` and ``loss.<name>``."""
+
+    def __init__(self, model: nn.Module, loss: nn.Module) -> None:
+        super().__init__()
+        self.model, self.loss = model, loss
 
 
 def checkpoint_name(epoch: int, global_step: int) -> str:
@@ -104,10 +129,13 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def _write_model_files(folder: Path, trainable: Trainable, ctx: DistContext) -> None:
     """Gather full model and optimizer states (collective) and write them from rank 0."""
     weights = get_model_state_dict(trainable.model, options=FULL_CPU)
-    optim_state = get_optimizer_state_dict(trainable.model, trainable.optimizer, options=FULL_CPU)
+    optim_state = get_optimizer_state_dict(trainable.optimized_modules(), trainable.optimizer, options=FULL_CPU)
     if not ctx.is_main:
         return
     save_state_dict_file(weights, folder / f"{trainable.name}.safetensors")
+    if trainable.loss_parameters():
+        # Replicated on every rank (gradients averaged), so rank 0's copy is the state.
+        save_state_dict_file(trainable.loss.state_dict(), folder / f"loss{trainable.suffix()}.safetensors")
     config = getattr(trainable.model, "config", None)
     if trainable.name == "model" and isinstance(config, dict) and hasattr(trainable.model, "save_pretrained"):
         # Makes the checkpoint folder a model folder: --model.from_pretrained CKPT rebuilds the same model.
@@ -199,8 +227,9 @@ def load_checkpoint(
             raise FileNotFoundError(f"--load {folder}: missing {weights_file.name}; the checkpoint is incomplete")
         set_model_state_dict(trainable.model, load_state_dict_file(weights_file), options=FULL_CPU)
         suffix = trainable.suffix()
+        _load_loss_parameters(folder, trainable)
         optim_state = torch.load(folder / f"optimizer{suffix}.pt", map_location="cpu", weights_only=False)
-        set_optimizer_state_dict(trainable.model, trainable.optimizer, optim_state, options=FULL_CPU)
+        set_optimizer_state_dict(trainable.optimized_modules(), trainable.optimizer, optim_state, options=FULL_CPU)
         trainable.scheduler.load_state_dict(torch.load(folder / f"lr_scheduler{suffix}.pt", weights_only=False))
         trainable.scaler.load_state_dict(torch.load(folder / f"scaler{suffix}.pt", weights_only=False))
     if ema is not None:
@@ -222,6 +251,18 @@ def load_checkpoint(
     else:
         torch.manual_seed(torch.initial_seed() + ctx.rank)
     return broadcast_object(states)
+
+
+def _load_loss_parameters(folder: Path, trainable: Trainable) -> None:
+    """Restore the loss's trainable parameters; one clear error when the checkpoint and the config disagree on
+    whether the loss has any (``vae_loss_config.learn_logvar``)."""
+    loss_file = folder / f"loss{trainable.suffix()}.safetensors"
+    if bool(trainable.loss_parameters()) != loss_file.is_file():
+        saved = "with" if loss_file.is_file() else "without"
+        raise ValueError(f"--load {folder}: the checkpoint was saved {saved} a learnable loss logvar "
+                         f"({loss_file.name}); set vae_loss_config.learn_logvar={loss_file.is_file()} to resume it")
+    if loss_file.is_file():
+        trainable.loss.load_state_dict(load_state_dict_file(loss_file))
 
 
 def _weights_as_ema(trainables: list[Trainable]) -> dict[str, torch.Tensor]:

@@ -12,9 +12,12 @@ Config-driven variations (see docs/training.md for every key):
   temporal_latent="z_raw")`` maps ``VAELoss`` arguments to its keys. This is how the Open-Sora 1.2 stage 1/2
   latent losses and the identity loss (on single-frame steps) run through this loop; a frozen spatial VAE is
   simply a model whose parameters do not require grad (only trainable parameters reach the optimizer).
-* ``mixed_strategy="mixed_video_image"`` is done by the sampler (a share of single-frame batches);
-  ``"mixed_video_random"`` (Open-Sora 1.2 stage 3) cuts each batch to a random length, any length or
-  ``random_length_rule="4k+1"``.
+* ``mixed_strategy="mixed_video_image"`` is done by the sampler (a share of single-frame batches, drawn per
+  rank); ``"mixed_video_random"`` (Open-Sora 1.2 stage 3) cuts each batch to a random length, any length or
+  ``random_length_rule="4k+1"``, drawn from ``seed + global_step`` so every rank cuts to the same length (under
+  FSDP2 all ranks must call the same blocks equally often).
+* ``vae_loss_config.learn_logvar=True``: the loss's ``logvar`` joins the autoencoder optimizer (no weight decay);
+  its gradient is averaged over ranks by hand (no wrapper owns it) and it is checkpointed as ``loss.safetensors``.
 * ``skip_missing_perceptual=True`` (the demo): without the LPIPS backbone file, say so once and train with
   ``perceptual_loss_weight=0`` instead of failing.
 """
@@ -51,6 +54,7 @@ OPTIONAL_KEYS = (
     "batch_size", "bucket_config", "num_workers", "prefetch_factor", "log_every", "ckpt_every", "keep_n_latest",
     "ema_decay", "grad_clip", "wandb", "wandb_project", "mixed_strategy", "mixed_image_ratio", "random_length_rule",
     "forward_kwargs", "loss_inputs", "skip_missing_perceptual", "lr_scheduler", "vae_loss_config",
+    "find_unused_parameters",
 )
 RANDOM_LENGTH_RULES = ("any", "4k+1")
 
@@ -115,7 +119,7 @@ def _train(cfg: Config, ctx: parallel.DistContext) -> Path:
     models = build_models(cfg, ctx)
     losses = build_losses(cfg, ctx)
     seed_everything(int(cfg.get("seed", 42)) + ctx.rank)
-    trainables = build_trainables(cfg, models, ctx, dtype)
+    trainables = build_trainables(cfg, models, losses, ctx, dtype)
     loader, sampler = build_data(cfg, ctx)
 
     states = RunningStates()
@@ -144,7 +148,7 @@ def _train(cfg: Config, ctx: parallel.DistContext) -> Path:
             resume_mid_epoch = False
             for batch in loader:
                 states.batches_in_epoch += 1
-                x = batch_video(batch, cfg, ctx.device)
+                x = batch_video(batch, cfg, ctx.device, states.global_step)
                 metrics, x_rec = train_iteration(x, models, losses, trainables, states, ctx, dtype, cfg)
                 if metrics is None:
                     report_skipped(batch, states, logger, ctx)
@@ -215,7 +219,8 @@ def build_models(cfg: Config, ctx: parallel.DistContext) -> Models:
             exclude_last_layer_from_checkpointing(model)
     model.train()
     plugin = cfg.get("plugin", "ddp")
-    model_ddp = parallel.wrap_model(model, ctx, plugin, keep_unsharded=model.get_last_layer())
+    model_ddp = parallel.wrap_model(model, ctx, plugin, keep_unsharded=model.get_last_layer(),
+                                    find_unused_parameters=bool(cfg.get("find_unused_parameters", False)))
     ema = EMA(model, float(cfg.ema_decay)) if cfg.get("ema_decay") is not None else None
     models = Models(model=model, model_ddp=model_ddp, ema=ema)
     if cfg.get("discriminator"):
@@ -250,22 +255,21 @@ def build_losses(cfg: Config, ctx: parallel.DistContext) -> Losses:
                 print(f"LPIPS {net} backbone weights are not cached (no internet): training without the perceptual "
                       f"term (perceptual_loss_weight=0)", flush=True)
             vae_cfg["perceptual_loss_weight"] = 0.0
-    vae_loss = VAELoss(**vae_cfg).to(ctx.device)
-    if any(p.requires_grad for p in vae_loss.parameters()):
-        raise ValueError("vae_loss_config.learn_logvar=True is not supported by the training loop; set it False "
-                         "(logvar stays at logvar_init)")
-    losses = Losses(vae=vae_loss)
+    losses = Losses(vae=VAELoss(**vae_cfg).to(ctx.device))
     if cfg.get("discriminator"):
         losses.generator = GeneratorLoss(**dict(cfg.get("gen_loss_config", {})))
         losses.discriminator = DiscriminatorLoss(**dict(cfg.get("disc_loss_config", {})))
     return losses
 
 
-def build_trainables(cfg: Config, models: Models, ctx: parallel.DistContext, dtype: torch.dtype) -> list[Trainable]:
-    optimizer = build_optimizer(models.model.parameters(), cfg.get("optim", {}), "optim")
+def build_trainables(cfg: Config, models: Models, losses: Losses, ctx: parallel.DistContext, dtype: torch.dtype
+                     ) -> list[Trainable]:
+    """The autoencoder's optimizer (with the loss's learnable ``logvar``, if any) and the discriminator's."""
+    optimizer = build_optimizer(models.model.parameters(), cfg.get("optim", {}), "optim",
+                                no_decay_params=losses.vae.parameters())
     trainables = [Trainable("model", models.model, optimizer,
                             build_lr_scheduler(optimizer, cfg.get("lr_scheduler"), "lr_scheduler"),
-                            parallel.make_grad_scaler(ctx.device, dtype))]
+                            parallel.make_grad_scaler(ctx.device, dtype), loss=losses.vae)]
     if models.discriminator is not None:
         disc_optim_cfg = cfg.get("optim_discriminator", cfg.get("optim", {}))
         disc_optimizer = build_optimizer(models.discriminator.parameters(), disc_optim_cfg, "optim_discriminator")
@@ -303,19 +307,25 @@ def build_data(cfg: Config, ctx: parallel.DistContext) -> tuple[Any, Any]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def batch_video(batch: dict[str, Any], cfg: Config, device: torch.device) -> torch.Tensor:
-    """The batch's ``B C T H W`` clip on ``device``, cut to a random length for ``mixed_video_random``."""
+def batch_video(batch: dict[str, Any], cfg: Config, device: torch.device, step: int) -> torch.Tensor:
+    """The batch's ``B C T H W`` clip on ``device``, cut to a random length for ``mixed_video_random``.
+
+    The length is drawn from ``seed + step`` (``step`` = optimizer iterations done), not from the per-rank random
+    streams: every rank cuts to the same length, so all ranks run the same sequence of block calls (FSDP2 gathers
+    parameters collectively per call), and a resumed run cuts as the uninterrupted one.
+    """
     x = batch["video"].to(device, non_blocking=True)
     if cfg.get("mixed_strategy") == "mixed_video_random":
-        x = x[:, :, : random_clip_length(x.shape[2], cfg.get("random_length_rule", "any"))]
+        rng = random.Random(int(cfg.get("seed", 42)) + step)
+        x = x[:, :, : random_clip_length(x.shape[2], cfg.get("random_length_rule", "any"), rng)]
     return x
 
 
-def random_clip_length(num_frames: int, rule: str = "any") -> int:
+def random_clip_length(num_frames: int, rule: str, rng: random.Random) -> int:
     """Uniform over ``1..num_frames`` (``any``) or over the ``4k+1`` lengths up to ``num_frames``."""
     if rule == "4k+1":
-        return random.choice(range(1, num_frames + 1, 4))
-    return random.randint(1, num_frames)
+        return rng.choice(range(1, num_frames + 1, 4))
+    return rng.randint(1, num_frames)
 
 
 def split_model_outputs(outputs: Any, loss_inputs: dict[str, str]) -> tuple[torch.Tensor, Any, dict[str, Any]]:
@@ -368,6 +378,8 @@ def train_iteration(x: torch.Tensor, models: Models, losses: Losses, trainables:
     if models.ema is not None and not overflow:
         models.ema.update(models.model)
     metrics.update(loss=loss.detach(), lr=ae.optimizer.param_groups[0]["lr"])
+    if ae.loss_parameters():
+        metrics["logvar"] = losses.vae.logvar.detach()
     if overflow:
         metrics["fp16_overflow"] = 1.0
     else:
@@ -405,6 +417,7 @@ def backward_and_step(loss: torch.Tensor, trainable: Trainable, grad_clip: float
     optimizer, scaler = trainable.optimizer, trainable.scaler
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+    parallel.average_gradients(trainable.loss_parameters())
     scaler.unscale_(optimizer)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     max_norm = grad_clip if grad_clip > 0 else float("inf")

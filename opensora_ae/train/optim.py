@@ -16,9 +16,13 @@ from torch.optim.lr_scheduler import LRScheduler
 OPTIMIZER_NAMES = ("AdamW", "HybridAdam", "Adam")
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Mapping[str, Any], key: str = "optim"
-                    ) -> torch.optim.Optimizer:
-    """The optimizer ``cfg`` describes over ``params`` (only those with ``requires_grad``)."""
+def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Mapping[str, Any], key: str = "optim",
+                    no_decay_params: Iterable[torch.nn.Parameter] = ()) -> torch.optim.Optimizer:
+    """The optimizer ``cfg`` describes over ``params`` (only those with ``requires_grad``).
+
+    ``no_decay_params`` join as a second parameter group without weight decay: a learnable loss ``logvar`` is a
+    log-variance, not a weight, and decaying it would pull the loss towards unit variance.
+    """
     cfg = dict(cfg)
     name = cfg.pop("cls", "AdamW")
     if name not in OPTIMIZER_NAMES:
@@ -36,8 +40,12 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Mapping[str, Any]
     trainable = [p for p in params if p.requires_grad]
     if not trainable:
         raise ValueError(f"{key}: the model has no trainable parameters")
+    groups = [{"params": trainable}]
+    no_decay = [p for p in no_decay_params if p.requires_grad]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
     cls = torch.optim.AdamW if adamw_mode else torch.optim.Adam
-    return cls(trainable, **kwargs)
+    return cls(groups, **kwargs)
 
 
 class LinearWarmupLR(LRScheduler):

@@ -115,41 +115,63 @@ def _contains(module: nn.Module, tensor: torch.Tensor | None) -> bool:
     return tensor is not None and any(param is tensor for param in module.parameters())
 
 
+def _is_container(module: nn.Module) -> bool:
+    """True for modules without a forward of their own (``nn.ModuleList``/``ModuleDict``, a plain ``nn.Module``
+    holding blocks as in the LDM ``down[i].block[j]`` layout): FSDP2 hooks run around ``forward``, so such a
+    module cannot be a unit (``fully_shard`` refuses lists; a plain holder's hooks would never fire)."""
+    return type(module).forward is nn.Module.forward
+
+
 def _shard_units(model: nn.Module, keep_out: torch.Tensor | None) -> list[nn.Module]:
     """The modules to shard one by one: every element of an ``nn.ModuleList`` (the blocks of the encoder and
-    decoder), outermost first, except the one holding ``keep_out``.
+    decoder), outermost first, except the one holding ``keep_out``; an element that is itself a container (a
+    nested list, a plain holder module) is replaced by its children, recursively.
 
     ``keep_out`` is the decoder's last layer: it stays in the root group, whose parameters FSDP2 never reshards
     after forward, so the adaptive GAN weight can differentiate with respect to the gathered weight.
     """
     units: list[nn.Module] = []
     claimed: set[int] = set()
-    for module in model.modules():
-        if not isinstance(module, nn.ModuleList):
-            continue
-        for block in module:
-            if id(block) in claimed or _contains(block, keep_out) or not any(True for _ in block.parameters()):
-                continue
+
+    def consider(block: nn.Module) -> None:
+        if id(block) in claimed or not any(True for _ in block.parameters()):
+            return
+        if _is_container(block):
+            for child in block.children():
+                consider(child)
+        elif not _contains(block, keep_out):
             units.append(block)
             claimed.update(id(sub) for sub in block.modules())
+
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and id(module) not in claimed:
+            for block in module:
+                consider(block)
     return units
 
 
 def wrap_model(
-    model: nn.Module, ctx: DistContext, plugin: str = "ddp", keep_unsharded: torch.Tensor | None = None
+    model: nn.Module,
+    ctx: DistContext,
+    plugin: str = "ddp",
+    keep_unsharded: torch.Tensor | None = None,
+    find_unused_parameters: bool = False,
 ) -> nn.Module:
     """Wrap ``model`` (already on ``ctx.device``) for data parallelism; returns the module to call.
 
-    Single-process the model is returned as is. With ``zero2``/``zero3`` the model is sharded in place and the
-    returned module is the model itself; with ``ddp`` it is the DDP wrapper (``.module`` is the model).
+    Without a process group (single process) the model is returned as is. With ``zero2``/``zero3`` the model is
+    sharded in place and the returned module is the model itself; with ``ddp`` it is the DDP wrapper (``.module``
+    is the model). ``find_unused_parameters`` (DDP only) lets trainable parameters that get no gradient in an
+    iteration (e.g. a 2-D decoder that only latent losses reach) pass DDP's reduction, at the cost of a graph walk.
     """
     if plugin not in PLUGINS:
         raise ValueError(f"config key plugin={plugin!r} is not supported; use one of {PLUGINS}")
-    if not ctx.distributed or not any(p.requires_grad for p in model.parameters()):
+    if not dist.is_initialized() or not any(p.requires_grad for p in model.parameters()):
         return model
     if plugin == "ddp":
         device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=True)
+        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
+                                                   find_unused_parameters=find_unused_parameters)
     from torch.distributed.fsdp import fully_shard
 
     broadcast_buffers_and_params(model)
@@ -169,6 +191,19 @@ def broadcast_buffers_and_params(model: nn.Module) -> None:
     with torch.no_grad():
         for tensor in list(model.parameters()) + list(model.buffers()):
             dist.broadcast(tensor.data, src=0)
+
+
+def average_gradients(params: list[torch.Tensor]) -> None:
+    """Average the gradients of parameters that no DDP/FSDP wrapper reduces (a learnable loss ``logvar``) over
+    ranks, so their replicas take the same optimizer step. Parameters without a gradient are skipped (the same
+    ones on every rank: the graph does not depend on the rank)."""
+    if not dist.is_initialized():
+        return
+    world_size = dist.get_world_size()
+    for param in params:
+        if param.grad is not None:
+            dist.all_reduce(param.grad)
+            param.grad.div_(world_size)
 
 
 def resolve_dtype(name: str) -> torch.dtype:

@@ -35,12 +35,17 @@ batch_size = 1
 num_workers = 8
 prefetch_factor = 2
 
-# Release loss_params: disc_start=2001, disc_weight=0.5, kl_weight=1e-6, logvar_init=0 (fixed), LPIPS weight 1.
+# Release loss_params (configs/vae/causal_vae/release.json) through opensora_ae.losses.
+# configs_from_lpips_with_discriminator: disc_start=2001, disc_weight=0.5, kl_weight=1e-6, logvar_init=0, LPIPS
+# weight 1. The logvar stays fixed at logvar_init: LPIPSWithDiscriminator makes it an nn.Parameter, but the
+# release's CausalVAEModel.configure_optimizers gives its Adam only the encoder, decoder and (post_)quant_conv
+# parameters, so it never moved. learn_logvar=True trains it with the autoencoder optimizer (docs/training.md).
 vae_loss_config = dict(
     perceptual_loss_weight=1.0,
     kl_loss_weight=1e-6,
     recon_loss_type="l1",
     logvar_init=0.0,
+    learn_logvar=False,
 )
 discriminator = dict(
     type="N_Layer_discriminator_3D",
@@ -51,8 +56,8 @@ discriminator = dict(
     dropout=0.0,
     from_pretrained=None,
 )
-gen_loss_config = dict(gen_start=2001, disc_weight=0.5)
-disc_loss_config = dict(disc_start=2001, disc_loss_type="hinge")
+gen_loss_config = dict(gen_start=2001, disc_weight=0.5, disc_factor=1.0)
+disc_loss_config = dict(disc_start=2001, disc_loss_type="hinge", disc_factor=1.0)
 optim = dict(cls="Adam", lr=1e-5, betas=(0.5, 0.9), weight_decay=0.0)
 optim_discriminator = dict(cls="Adam", lr=1e-5, betas=(0.5, 0.9), weight_decay=0.0)
 lr_scheduler = dict(warmup_steps=0)
