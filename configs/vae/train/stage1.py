@@ -43,9 +43,11 @@ vae_loss_config = dict(
 mixed_strategy = "mixed_video_image"
 mixed_image_ratio = 0.2
 
-# Acceleration. Open-Sora 1.2 trained with ColossalAI ZeRO-2; here DDP: single images and random clip lengths
-# differ between ranks at a step, which changes how often the pipeline calls its blocks (per-frame micro-batches,
-# 17-frame chunks), and FSDP2 ("zero2") needs every rank to call every sharded block equally often.
+# Acceleration. Open-Sora 1.2 trained with ColossalAI ZeRO-2; here DDP: image batches are drawn per rank, so at a
+# step some ranks hold single frames and others 17-frame clips, which changes how often the pipeline calls its
+# blocks (per-frame micro-batches, 17-frame chunks), and FSDP2 ("zero2") needs every rank to call every sharded
+# block equally often. (Stage 3's random clip lengths are the same on every rank; it inherits DDP all the same,
+# since a file that fails to read shrinks one rank's batch and with it its number of micro-batches.)
 num_workers = 16
 dtype = "bf16"
 grad_checkpoint = True
