@@ -90,7 +90,7 @@ def run_case(case: str, frames: int, size: int, steps: int) -> dict:
         dtype = parallel.resolve_dtype(cfg.get("dtype", "bf16") if on_gpu else "fp32")
         models = build_models(cfg, ctx)
         losses = build_losses(cfg, ctx)
-        trainables = build_trainables(cfg, models, ctx, dtype)
+        trainables = build_trainables(cfg, models, losses, ctx, dtype)
     states = RunningStates()
     batch = 1
     x = torch.rand(batch, 3, frames, size, size, device=ctx.device) * 2 - 1
