@@ -393,3 +393,15 @@ def test_fsdp_units_recurse_into_nested_containers(one_rank_group):
     expected.square().mean().backward()
     grad = level0[0][0].weight.grad
     torch.testing.assert_close(parallel.to_local_scalar(grad), reference.decoder_levels[0][0][0].weight.grad)
+
+
+def test_logged_losses_are_window_means(tmp_path):
+    from opensora_ae.train.logging import TrainLogger
+
+    logger = TrainLogger(tmp_path, is_main=True, total_steps=4)
+    for step, loss in enumerate([4.0, 2.0, 3.0], start=1):
+        logger.accumulate({"loss": loss, "loss_recon": loss / 2, "lr": 0.1 * step})
+    window = logger.window_metrics()
+    assert window == {"loss": 3.0, "loss_recon": 1.5, "lr": pytest.approx(0.3)}
+    assert logger.window_metrics() == {}
+    logger.close()

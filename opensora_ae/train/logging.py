@@ -57,6 +57,7 @@ class TrainLogger:
         self.run_dir = Path(run_dir)
         self.is_main = is_main
         self.history: list[dict[str, Any]] = []
+        self._window: dict[str, list[float]] = {}
         self._last_time = time.perf_counter()
         self._last_step = initial_step
         self._last_samples = initial_samples
@@ -91,6 +92,18 @@ class TrainLogger:
         """One line to the console from rank 0, without breaking the progress bar."""
         if self.is_main:
             (self.bar.write if self.bar is not None else print)(text)
+
+    def accumulate(self, metrics: dict[str, float]) -> None:
+        """Remember one step's metrics (every rank) for the next record's window average."""
+        for key, value in metrics.items():
+            self._window.setdefault(key, []).append(float(value))
+
+    def window_metrics(self) -> dict[str, float]:
+        """Loss terms averaged over the steps since the last record (one step's loss is noisy); other values
+        (lr, adaptive weight, ...) as of the last step. Empties the window."""
+        window, self._window = self._window, {}
+        return {key: sum(values) / len(values) if key == "loss" or key.startswith("loss_") else values[-1]
+                for key, values in window.items()}
 
     def step(self, step: int, samples_seen: int, metrics: dict[str, float], log: bool, epoch: int) -> None:
         """Advance the bar to ``step``; when ``log``, compute rates and write a metrics record."""
@@ -148,7 +161,8 @@ class TrainLogger:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        keys = [k for k in self.history[-1] if k == "loss" or k.startswith("loss_")]
+        keys = [k for k in self.history[-1] if (k == "loss" or k.startswith("loss_"))
+                and any(r.get(k, 0.0) != 0.0 for r in self.history)]
         fig, ax = plt.subplots(figsize=(7, 4))
         for key in keys:
             points = [(r["step"], r[key]) for r in self.history if key in r and math.isfinite(r[key])]

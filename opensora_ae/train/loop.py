@@ -478,8 +478,9 @@ def after_step(cfg: Config, states: RunningStates, metrics: dict[str, float], lo
     log_every, ckpt_every = int(cfg.get("log_every", 1)), int(cfg.get("ckpt_every", 0))
     step = states.global_step
     log_now = step % max(log_every, 1) == 0
+    logger.accumulate(metrics)
     if log_now:
-        metrics = mean_over_ranks(metrics, ctx)
+        metrics = mean_over_ranks(logger.window_metrics(), ctx)
     logger.step(step, states.samples_seen, metrics, log_now, states.epoch)
     if ckpt_every > 0 and step % ckpt_every == 0:
         saver.save(states)
