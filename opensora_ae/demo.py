@@ -83,7 +83,9 @@ def run_demo(out_dir: str | Path = "outputs/demo", train_overrides: list[str] | 
     train_csv, heldout_csv = write_sample_dataset(out_dir / "data")
     _say(f"training {TRAIN_CONFIG.relative_to(REPO_ROOT)}")
     checkpoint = train_demo_model(train_csv, out_dir, list(train_overrides or []))
-    shutil.copyfile(checkpoint.parent / "loss_curve.png", out_dir / "loss_curve.png")
+    loss_curve = checkpoint.parent / "loss_curve.png"
+    if loss_curve.is_file():  # absent only when a shortened run logged nothing (max_steps < log_every)
+        shutil.copyfile(loss_curve, out_dir / "loss_curve.png")
     save_dir = reconstruct_heldout(checkpoint, heldout_csv, out_dir)
     results = score(save_dir, out_dir)
     compare(save_dir, out_dir)
