@@ -20,8 +20,9 @@ import inspect
 import json
 import math
 import os
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -45,91 +46,148 @@ def _run(module: nn.Module, x: torch.Tensor, use_checkpoint: bool) -> torch.Tens
     return module(x)
 
 
-def _sampler(name: str, channels: int, config_key: str) -> nn.Module:
-    return resolve_block("sampler", name, config_key)(channels, channels)
+@dataclass(frozen=True)
+class CoderShape:
+    """Hyper-parameters the encoder and decoder share (the release's ``config.json`` names)."""
+
+    z_channels: int
+    hidden_size: int
+    hidden_size_mult: Sequence[int]
+    attn_resolutions: Sequence[int]
+    dropout: float
+    resolution: int
+    num_res_blocks: int
+
+
+@dataclass(frozen=True)
+class CoderBlocks:
+    """Block names of one side: the release's ``<side>_*`` config fields, with samplers per level.
+
+    ``sampling`` is ``"downsample"`` (encoder) or ``"upsample"`` (decoder): it names the level attributes
+    ``<sampling>`` / ``time_<sampling>`` and the config keys ``<side>_{spatial,temporal}_<sampling>``.
+    """
+
+    side: str
+    sampling: str
+    conv_in: str
+    conv_out: str
+    attention: str
+    resnet_blocks: Sequence[str]
+    spatial_samplers: Sequence[str]
+    temporal_samplers: Sequence[str]
+    mid_resnet: str
+
+    @classmethod
+    def from_config(cls, side: str, sampling: str, config: Mapping[str, Any]) -> "CoderBlocks":
+        """The side's names from the release config keys ``<side>_conv_in``, ``<side>_spatial_<sampling>``, ..."""
+        keys = ("conv_in", "conv_out", "attention", "resnet_blocks", f"spatial_{sampling}", f"temporal_{sampling}")
+        return cls(side, sampling, *(config[f"{side}_{key}"] for key in keys), config[f"{side}_mid_resnet"])
+
+    def resolve(self, kind: str, field: str) -> Callable[..., nn.Module]:
+        """The ``kind`` block named by the side's single-valued ``field`` (``conv_in``, ``attention``, ...)."""
+        return resolve_block(kind, getattr(self, field), f"{self.side}_{field}")
+
+    def level_block(self, level: int) -> Callable[..., nn.Module]:
+        return resolve_block("resnet", self.resnet_blocks[level], f"{self.side}_resnet_blocks[{level}]")
+
+    def add_samplers(self, level_module: nn.Module, level: int, channels: int) -> bool:
+        """Attach the level's spatial and temporal samplers (where named); True when a spatial one was added."""
+        names = {
+            self.sampling: (self.spatial_samplers[level], "spatial"),
+            f"time_{self.sampling}": (self.temporal_samplers[level], "temporal"),
+        }
+        for attribute, (name, axis) in names.items():
+            if name:
+                config_key = f"{self.side}_{axis}_{self.sampling}[{level}]"
+                setattr(level_module, attribute, resolve_block("sampler", name, config_key)(channels, channels))
+        return bool(self.spatial_samplers[level])
+
+
+def _mid_block(blocks: CoderBlocks, channels: int, dropout: float) -> nn.Module:
+    """The ``mid`` block: ``block_1`` -> ``attn_1`` -> ``block_2`` at ``channels``."""
+    mid_cls = blocks.resolve("resnet", "mid_resnet")
+    mid = nn.Module()
+    mid.block_1 = mid_cls(channels, channels, dropout)
+    mid.attn_1 = blocks.resolve("attention", "attention")(channels)
+    mid.block_2 = mid_cls(channels, channels, dropout)
+    return mid
+
+
+def _run_mid(mid: nn.Module, h: torch.Tensor, use_checkpoint: bool) -> torch.Tensor:
+    h = _run(mid.block_1, h, use_checkpoint)
+    h = mid.attn_1(h)
+    return _run(mid.block_2, h, use_checkpoint)
+
+
+def _res_level(
+    blocks: CoderBlocks, level: int, block_in: int, block_out: int, num_blocks: int, dropout: float, attend: bool
+) -> tuple[nn.Module, int]:
+    """A level's ``block`` list of ``num_blocks`` res blocks ``block_in -> block_out``, each followed by an
+    ``attn`` entry when ``attend``; returns it with its output channels."""
+    block_cls = blocks.level_block(level)
+    attention_cls = blocks.resolve("attention", "attention")
+    module = nn.Module()
+    module.block = nn.ModuleList()
+    module.attn = nn.ModuleList()
+    for _ in range(num_blocks):
+        module.block.append(block_cls(block_in, block_out, dropout))
+        block_in = block_out
+        if attend:
+            module.attn.append(attention_cls(block_in))
+    return module, block_in
+
+
+def _run_res_level(level_module: nn.Module, h: torch.Tensor, use_checkpoint: bool) -> torch.Tensor:
+    for index, block in enumerate(level_module.block):
+        h = _run(block, h, use_checkpoint)
+        if len(level_module.attn) > 0:
+            h = level_module.attn[index](h)
+    return h
+
+
+def _run_samplers(level_module: nn.Module, h: torch.Tensor, sampling: str) -> torch.Tensor:
+    """Apply the level's spatial then temporal sampler, those it has."""
+    for attribute in (sampling, f"time_{sampling}"):
+        if hasattr(level_module, attribute):
+            h = getattr(level_module, attribute)(h)
+    return h
 
 
 class Encoder(nn.Module):
     """``B in_channels T H W`` -> ``B (2 if double_z else 1)*z_channels t h w`` (before ``quant_conv``)."""
 
-    def __init__(
-        self,
-        z_channels: int,
-        hidden_size: int,
-        hidden_size_mult: Sequence[int],
-        attn_resolutions: Sequence[int],
-        conv_in: str,
-        conv_out: str,
-        attention: str,
-        resnet_blocks: Sequence[str],
-        spatial_downsample: Sequence[str],
-        temporal_downsample: Sequence[str],
-        mid_resnet: str,
-        dropout: float,
-        resolution: int,
-        num_res_blocks: int,
-        double_z: bool,
-        in_channels: int = 3,
-    ) -> None:
+    def __init__(self, shape: CoderShape, blocks: CoderBlocks, double_z: bool, in_channels: int = 3) -> None:
         super().__init__()
         self.gradient_checkpointing = False
-        self.num_res_blocks = num_res_blocks
-        conv_in_cls = resolve_block("conv", conv_in, "encoder_conv_in")
-        attention_cls = resolve_block("attention", attention, "encoder_attention")
-        mid_cls = resolve_block("resnet", mid_resnet, "encoder_mid_resnet")
-
-        self.conv_in = conv_in_cls(in_channels, hidden_size, 3)
-        in_mult = (1, *hidden_size_mult)
-        current_resolution = resolution
+        self.conv_in = blocks.resolve("conv", "conv_in")(in_channels, shape.hidden_size, 3)
+        in_mult = (1, *shape.hidden_size_mult)
+        current_resolution = shape.resolution
         self.down = nn.ModuleList()
-        for level, mult in enumerate(hidden_size_mult):
-            block_cls = resolve_block("resnet", resnet_blocks[level], f"encoder_resnet_blocks[{level}]")
-            block_in, block_out = hidden_size * in_mult[level], hidden_size * mult
-            down = nn.Module()
-            down.block = nn.ModuleList()
-            down.attn = nn.ModuleList()
-            for _ in range(num_res_blocks):
-                down.block.append(block_cls(block_in, block_out, dropout))
-                block_in = block_out
-                if current_resolution in attn_resolutions:
-                    down.attn.append(attention_cls(block_in))
-            if spatial_downsample[level]:
-                down.downsample = _sampler(spatial_downsample[level], block_in, f"encoder_spatial_downsample[{level}]")
+        for level, mult in enumerate(shape.hidden_size_mult):
+            block_in, block_out = shape.hidden_size * in_mult[level], shape.hidden_size * mult
+            attend = current_resolution in shape.attn_resolutions
+            num_blocks = shape.num_res_blocks
+            down, channels = _res_level(blocks, level, block_in, block_out, num_blocks, shape.dropout, attend)
+            if blocks.add_samplers(down, level, channels):
                 current_resolution //= 2
-            if temporal_downsample[level]:
-                down.time_downsample = _sampler(
-                    temporal_downsample[level], block_in, f"encoder_temporal_downsample[{level}]"
-                )
             self.down.append(down)
-
-        self.mid = nn.Module()
-        self.mid.block_1 = mid_cls(block_in, block_in, dropout)
-        self.mid.attn_1 = attention_cls(block_in)
-        self.mid.block_2 = mid_cls(block_in, block_in, dropout)
-        self.norm_out = normalize(block_in)
-        out_channels = 2 * z_channels if double_z else z_channels
-        self.conv_out = resolve_block("conv", conv_out, "encoder_conv_out")(block_in, out_channels, 3)
+        self.mid = _mid_block(blocks, channels, shape.dropout)
+        self.norm_out = normalize(channels)
+        out_channels = 2 * shape.z_channels if double_z else shape.z_channels
+        self.conv_out = blocks.resolve("conv", "conv_out")(channels, out_channels, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ckpt = self.gradient_checkpointing and self.training
         h = self.conv_in(x)
         last_level = len(self.down) - 1
         for level, down in enumerate(self.down):
-            for index, block in enumerate(down.block):
-                h = _run(block, h, ckpt)
-                if len(down.attn) > 0:
-                    h = down.attn[index](h)
+            h = _run_res_level(down, h, ckpt)
             # The release feeds the mid block the last level's res-block output, so samplers of the last
             # level (none in the released configs) would never reach the output: they are not run.
             if level == last_level:
                 break
-            if hasattr(down, "downsample"):
-                h = down.downsample(h)
-            if hasattr(down, "time_downsample"):
-                h = down.time_downsample(h)
-        h = _run(self.mid.block_1, h, ckpt)
-        h = self.mid.attn_1(h)
-        h = _run(self.mid.block_2, h, ckpt)
+            h = _run_samplers(down, h, "downsample")
+        h = _run_mid(self.mid, h, ckpt)
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
@@ -140,75 +198,36 @@ class Decoder(nn.Module):
     then the temporal upsampler.
     """
 
-    def __init__(
-        self,
-        z_channels: int,
-        hidden_size: int,
-        hidden_size_mult: Sequence[int],
-        attn_resolutions: Sequence[int],
-        conv_in: str,
-        conv_out: str,
-        attention: str,
-        resnet_blocks: Sequence[str],
-        spatial_upsample: Sequence[str],
-        temporal_upsample: Sequence[str],
-        mid_resnet: str,
-        dropout: float,
-        resolution: int,
-        num_res_blocks: int,
-        out_channels: int = 3,
-    ) -> None:
+    def __init__(self, shape: CoderShape, blocks: CoderBlocks, out_channels: int = 3) -> None:
         super().__init__()
         self.gradient_checkpointing = False
-        num_levels = len(hidden_size_mult)
-        attention_cls = resolve_block("attention", attention, "decoder_attention")
-        mid_cls = resolve_block("resnet", mid_resnet, "decoder_mid_resnet")
-        block_in = hidden_size * hidden_size_mult[-1]
-        current_resolution = resolution // 2 ** (num_levels - 1)
+        num_levels = len(shape.hidden_size_mult)
+        block_in = shape.hidden_size * shape.hidden_size_mult[-1]
+        current_resolution = shape.resolution // 2 ** (num_levels - 1)
 
-        self.conv_in = resolve_block("conv", conv_in, "decoder_conv_in")(z_channels, block_in, 3)
-        self.mid = nn.Module()
-        self.mid.block_1 = mid_cls(block_in, block_in, dropout)
-        self.mid.attn_1 = attention_cls(block_in)
-        self.mid.block_2 = mid_cls(block_in, block_in, dropout)
+        self.conv_in = blocks.resolve("conv", "conv_in")(shape.z_channels, block_in, 3)
+        self.mid = _mid_block(blocks, block_in, shape.dropout)
 
         levels: list[nn.Module] = []
+        num_blocks = shape.num_res_blocks + 1  # one more res block per level than the encoder
         for level in reversed(range(num_levels)):
-            block_cls = resolve_block("resnet", resnet_blocks[level], f"decoder_resnet_blocks[{level}]")
-            block_out = hidden_size * hidden_size_mult[level]
-            up = nn.Module()
-            up.block = nn.ModuleList()
-            up.attn = nn.ModuleList()
-            for _ in range(num_res_blocks + 1):
-                up.block.append(block_cls(block_in, block_out, dropout))
-                block_in = block_out
-                if current_resolution in attn_resolutions:
-                    up.attn.append(attention_cls(block_in))
-            if spatial_upsample[level]:
-                up.upsample = _sampler(spatial_upsample[level], block_in, f"decoder_spatial_upsample[{level}]")
+            block_out = shape.hidden_size * shape.hidden_size_mult[level]
+            attend = current_resolution in shape.attn_resolutions
+            up, block_in = _res_level(blocks, level, block_in, block_out, num_blocks, shape.dropout, attend)
+            if blocks.add_samplers(up, level, block_in):
                 current_resolution *= 2
-            if temporal_upsample[level]:
-                up.time_upsample = _sampler(temporal_upsample[level], block_in, f"decoder_temporal_upsample[{level}]")
             levels.insert(0, up)
         self.up = nn.ModuleList(levels)
         self.norm_out = normalize(block_in)
-        self.conv_out = resolve_block("conv", conv_out, "decoder_conv_out")(block_in, out_channels, 3)
+        self.conv_out = blocks.resolve("conv", "conv_out")(block_in, out_channels, 3)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         ckpt = self.gradient_checkpointing and self.training
         h = self.conv_in(z)
-        h = _run(self.mid.block_1, h, ckpt)
-        h = self.mid.attn_1(h)
-        h = _run(self.mid.block_2, h, ckpt)
+        h = _run_mid(self.mid, h, ckpt)
         for up in reversed(self.up):
-            for index, block in enumerate(up.block):
-                h = _run(block, h, ckpt)
-                if len(up.attn) > 0:
-                    h = up.attn[index](h)
-            if hasattr(up, "upsample"):
-                h = up.upsample(h)
-            if hasattr(up, "time_upsample"):
-                h = up.time_upsample(h)
+            h = _run_res_level(up, h, ckpt)
+            h = _run_samplers(up, h, "upsample")
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
@@ -272,15 +291,6 @@ class CausalVAEModel(PretrainedMixin, VideoAutoencoder):
         super().__init__()
         if _class_name != RELEASE_CLASS_NAME:
             raise ValueError(f"causal_vae config _class_name={_class_name!r}: only {RELEASE_CLASS_NAME!r} is supported")
-        _check_level_lists(
-            len(hidden_size_mult),
-            encoder_resnet_blocks=encoder_resnet_blocks,
-            encoder_spatial_downsample=encoder_spatial_downsample,
-            encoder_temporal_downsample=encoder_temporal_downsample,
-            decoder_resnet_blocks=decoder_resnet_blocks,
-            decoder_spatial_upsample=decoder_spatial_upsample,
-            decoder_temporal_upsample=decoder_temporal_upsample,
-        )
         if loss_params is None:
             loss_params = {"kl_weight": 1e-6, "logvar_init": 0.0, "disc_start": 2001, "disc_weight": 0.5}
         # Every field, defaults included, so save_pretrained writes a complete release-style config.json.
@@ -289,18 +299,13 @@ class CausalVAEModel(PretrainedMixin, VideoAutoencoder):
             **({"_diffusers_version": _diffusers_version} if _diffusers_version else {}),
             **{name: value for name, value in locals().items() if name in _CONFIG_FIELDS},
         }
+        _check_level_lists(self.config)
         self.scaling_factor = float(scaling_factor)
         self.latent_channels = embed_dim
-        self.encoder = Encoder(
-            z_channels, hidden_size, hidden_size_mult, attn_resolutions, encoder_conv_in, encoder_conv_out,
-            encoder_attention, encoder_resnet_blocks, encoder_spatial_downsample, encoder_temporal_downsample,
-            encoder_mid_resnet, dropout, resolution, num_res_blocks, double_z, in_channels,
-        )  # fmt: skip
-        self.decoder = Decoder(
-            z_channels, hidden_size, hidden_size_mult, attn_resolutions, decoder_conv_in, decoder_conv_out,
-            decoder_attention, decoder_resnet_blocks, decoder_spatial_upsample, decoder_temporal_upsample,
-            decoder_mid_resnet, dropout, resolution, num_res_blocks, out_channels,
-        )  # fmt: skip
+        shape = CoderShape(**{field.name: self.config[field.name] for field in fields(CoderShape)})
+        encoder_blocks = CoderBlocks.from_config("encoder", "downsample", self.config)
+        self.encoder = Encoder(shape, encoder_blocks, double_z, in_channels)
+        self.decoder = Decoder(shape, CoderBlocks.from_config("decoder", "upsample", self.config), out_channels)
         quant_conv_cls = resolve_block("conv", q_conv, "q_conv")
         self.quant_conv = quant_conv_cls(2 * z_channels, 2 * embed_dim, 1)
         self.post_quant_conv = quant_conv_cls(embed_dim, z_channels, 1)
@@ -432,11 +437,20 @@ _CONSTRUCTOR_ARGS = tuple(name for name in inspect.signature(CausalVAEModel.__in
 _CONFIG_FIELDS = tuple(name for name in _CONSTRUCTOR_ARGS if not name.startswith("_"))
 
 
-def _check_level_lists(num_levels: int, **lists: Sequence[str]) -> None:
-    for key, names in lists.items():
-        if len(names) != num_levels:
+# The config keys holding one block name per level of hidden_size_mult.
+_LEVEL_LIST_KEYS = (
+    "encoder_resnet_blocks", "encoder_spatial_downsample", "encoder_temporal_downsample",
+    "decoder_resnet_blocks", "decoder_spatial_upsample", "decoder_temporal_upsample",
+)  # fmt: skip
+
+
+def _check_level_lists(config: Mapping[str, Any]) -> None:
+    num_levels = len(config["hidden_size_mult"])
+    for key in _LEVEL_LIST_KEYS:
+        if len(config[key]) != num_levels:
             raise ValueError(
-                f"causal_vae config key {key!r} has {len(names)} entries but hidden_size_mult has {num_levels} levels"
+                f"causal_vae config key {key!r} has {len(config[key])} entries but hidden_size_mult has {num_levels} "
+                "levels"
             )
 
 

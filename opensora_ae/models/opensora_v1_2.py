@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -109,6 +110,21 @@ def time_depth_to_space(x: torch.Tensor, factor: int) -> torch.Tensor:
     return rearrange(x, "b (c s) t h w -> b c (t s) h w", s=factor)
 
 
+@dataclass(frozen=True)
+class TemporalLevels:
+    """What the temporal encoder and decoder share: channel widths per level, where time is down/up-sampled,
+    and the factories of the causal conv (``conv(cin, cout, kernel, stride=1, bias=True)``) and res block."""
+
+    in_out_channels: int
+    filters: int
+    num_res_blocks: int
+    channel_multipliers: Sequence[int]
+    temporal_downsample: Sequence[bool]
+    resblock: Callable[[int, int], nn.Module]
+    conv: Callable[..., nn.Module]
+    num_groups: int
+
+
 class TemporalEncoder(nn.Module):
     """Causal temporal encoder: ``B C T h w -> B 2*latent T/f h w`` (``f`` = 2 per downsampling level).
 
@@ -117,37 +133,27 @@ class TemporalEncoder(nn.Module):
     release) -> ``num_res_blocks`` res blocks -> GroupNorm -> SiLU -> 1x1x1 conv.
     """
 
-    def __init__(
-        self,
-        in_out_channels: int,
-        latent_channels: int,
-        filters: int,
-        num_res_blocks: int,
-        channel_multipliers: Sequence[int],
-        temporal_downsample: Sequence[bool],
-        resblock: Callable[[int, int], nn.Module],
-        conv: Callable[..., nn.Module],
-        num_groups: int,
-    ) -> None:
+    def __init__(self, levels: TemporalLevels, latent_channels: int) -> None:
         super().__init__()
-        self.conv_in = conv(in_out_channels, filters, 3, bias=False)
+        conv, resblock = levels.conv, levels.resblock
+        self.conv_in = conv(levels.in_out_channels, levels.filters, 3, bias=False)
         self.block_res_blocks = nn.ModuleList()
         self.conv_blocks = nn.ModuleList()
-        channels = filters
-        for level, multiplier in enumerate(channel_multipliers):
-            width = filters * multiplier
+        channels = levels.filters
+        for level, multiplier in enumerate(levels.channel_multipliers):
+            width = levels.filters * multiplier
             blocks = ResBlockStack()
-            for _ in range(num_res_blocks):
+            for _ in range(levels.num_res_blocks):
                 blocks.append(resblock(channels, width))
                 channels = width
             self.block_res_blocks.append(blocks)
-            if level < len(channel_multipliers) - 1:
-                if temporal_downsample[level]:
+            if level < len(levels.channel_multipliers) - 1:
+                if levels.temporal_downsample[level]:
                     self.conv_blocks.append(conv(channels, width, 3, stride=(2, 1, 1)))
                 else:
                     self.conv_blocks.append(nn.Identity())
-        self.res_blocks = ResBlockStack([resblock(channels, channels) for _ in range(num_res_blocks)])
-        self.norm1 = nn.GroupNorm(num_groups, channels)
+        self.res_blocks = ResBlockStack([resblock(channels, channels) for _ in range(levels.num_res_blocks)])
+        self.norm1 = nn.GroupNorm(levels.num_groups, channels)
         self.conv2 = conv(channels, latent_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -168,38 +174,28 @@ class TemporalDecoder(nn.Module):
     sub-frame fastest) -> GroupNorm -> SiLU -> ``conv_out``.
     """
 
-    def __init__(
-        self,
-        in_out_channels: int,
-        latent_channels: int,
-        filters: int,
-        num_res_blocks: int,
-        channel_multipliers: Sequence[int],
-        temporal_downsample: Sequence[bool],
-        resblock: Callable[[int, int], nn.Module],
-        conv: Callable[..., nn.Module],
-        num_groups: int,
-    ) -> None:
+    def __init__(self, levels: TemporalLevels, latent_channels: int) -> None:
         super().__init__()
-        num_levels = len(channel_multipliers)
+        conv, resblock = levels.conv, levels.resblock
+        num_levels = len(levels.channel_multipliers)
         # time_factors[i] upsamples after level i + 1 (mirror of the encoder's conv_blocks[i]).
-        self.time_factors = [2 if temporal_downsample[i] else 1 for i in range(num_levels - 1)]
-        channels = filters * channel_multipliers[-1]
+        self.time_factors = [2 if levels.temporal_downsample[i] else 1 for i in range(num_levels - 1)]
+        channels = levels.filters * levels.channel_multipliers[-1]
         self.conv1 = conv(latent_channels, channels, 3)
-        self.res_blocks = ResBlockStack([resblock(channels, channels) for _ in range(num_res_blocks)])
+        self.res_blocks = ResBlockStack([resblock(channels, channels) for _ in range(levels.num_res_blocks)])
         block_res_blocks = [ResBlockStack() for _ in range(num_levels)]
         conv_blocks: list[nn.Module] = [nn.Identity() for _ in range(num_levels - 1)]
         for level in reversed(range(num_levels)):
-            width = filters * channel_multipliers[level]
-            for _ in range(num_res_blocks):
+            width = levels.filters * levels.channel_multipliers[level]
+            for _ in range(levels.num_res_blocks):
                 block_res_blocks[level].append(resblock(channels, width))
                 channels = width
-            if level > 0 and temporal_downsample[level - 1]:
+            if level > 0 and levels.temporal_downsample[level - 1]:
                 conv_blocks[level - 1] = conv(channels, channels * self.time_factors[level - 1], 3)
         self.block_res_blocks = nn.ModuleList(block_res_blocks)
         self.conv_blocks = nn.ModuleList(conv_blocks)
-        self.norm1 = nn.GroupNorm(num_groups, channels)
-        self.conv_out = conv(channels, in_out_channels, 3)
+        self.norm1 = nn.GroupNorm(levels.num_groups, channels)
+        self.conv_out = conv(channels, levels.in_out_channels, 3)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.conv1(z)
@@ -251,20 +247,13 @@ class TemporalVAE(nn.Module):
                 cin, cout, lambda i, o, k: conv(i, o, k, bias=False), num_groups, eps=1e-5, shortcut_name="conv3"
             )
 
-        levels = dict(
-            in_out_channels=in_out_channels,
-            filters=filters,
-            num_res_blocks=num_res_blocks,
-            channel_multipliers=channel_multipliers,
-            temporal_downsample=temporal_downsample,
-            resblock=resblock,
-            conv=conv,
-            num_groups=num_groups,
+        levels = TemporalLevels(
+            in_out_channels, filters, num_res_blocks, channel_multipliers, temporal_downsample, resblock, conv, num_groups
         )
-        self.encoder = TemporalEncoder(latent_channels=2 * latent_embed_dim, **levels)
+        self.encoder = TemporalEncoder(levels, latent_channels=2 * latent_embed_dim)
         self.quant_conv = conv(2 * latent_embed_dim, 2 * embed_dim, 1)
         self.post_quant_conv = conv(embed_dim, latent_embed_dim, 1)
-        self.decoder = TemporalDecoder(latent_channels=latent_embed_dim, **levels)
+        self.decoder = TemporalDecoder(levels, latent_channels=latent_embed_dim)
 
     def front_padding(self, num_frames: int) -> int:
         """Zero frames prepended to ``num_frames`` frames to reach a multiple of the time factor."""
