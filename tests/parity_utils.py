@@ -91,6 +91,12 @@ def assert_matches_reference(
     return error
 
 
+def assert_io_matches(io: Mapping[str, torch.Tensor], **actual: torch.Tensor) -> None:
+    """``assert_matches_reference`` of each keyword's tensor against the ``io`` entry of the same name."""
+    for key, tensor in actual.items():
+        assert_matches_reference(tensor, io[key], key)
+
+
 def released_keys(name: str) -> dict[str, list[int]]:
     """``keys_released.txt`` as ``{key: shape}``."""
     keys = {}

@@ -12,25 +12,19 @@ from opensora_ae.models import build_model
 from opensora_ae.models.checkpoint_io import CheckpointError, load_weights
 from opensora_ae.models.opensora_v1_2 import OpenSoraVAEV12, time_depth_to_space
 from parity_utils import (
+    assert_io_matches,
     assert_matches_reference,
     assert_released_layout,
     build_fixture_model,
     fixture_dir,
     load_io,
     model_config,
+    one_thread,  # noqa: F401  (fixture)
     state_dict_shapes,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 FIXTURE = "opensora1_2_vae"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny convs are dominated by thread start-up on a busy 2-core CI box; one thread is ~10x faster there.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def tiny_kwargs(**overrides) -> dict:
@@ -73,10 +67,13 @@ def test_parity_every_stage(model, io):
 def test_parity_micro_frame_chunks(model, io):
     """22 frames: chunks [0:17] and [17:22] are encoded independently (5 + 2 latents), decoded as 17 + 5 frames."""
     z, posterior = model.encode_with_posterior(io["x_chunked"])
-    assert_matches_reference(z, io["z_chunked"], "z_chunked")
-    assert_matches_reference(posterior.mean, io["posterior_mean_chunked"], "posterior_mean_chunked")
-    assert_matches_reference(posterior.logvar, io["posterior_logvar_chunked"], "posterior_logvar_chunked")
-    assert_matches_reference(model.decode(io["z_chunked"], num_frames=22), io["x_rec_chunked"], "x_rec_chunked")
+    assert_io_matches(
+        io,
+        z_chunked=z,
+        posterior_mean_chunked=posterior.mean,
+        posterior_logvar_chunked=posterior.logvar,
+        x_rec_chunked=model.decode(io["z_chunked"], num_frames=22),
+    )
 
 
 def test_strict_loading_names_the_bad_keys():

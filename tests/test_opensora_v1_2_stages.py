@@ -18,16 +18,10 @@ from opensora_ae.config import load_config
 from opensora_ae.models import build_model
 from opensora_ae.train.loop import OPTIONAL_KEYS, train
 
-from parity_utils import model_config
+from parity_utils import model_config, one_thread  # noqa: F401  (fixture)
 from train_helpers import REPO, write_fixed_clips
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
