@@ -342,6 +342,17 @@ def registry_name(cls: type) -> str | None:
     return next((name for name, registered in MODELS.module_dict.items() if registered is cls), None)
 
 
+def read_folder_config(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """The parsed ``config.json`` of a model folder, or None when it has none; invalid JSON is a CheckpointError."""
+    path = Path(folder) / CONFIG_FILE_NAME
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: invalid JSON ({err})") from err
+
+
 class PretrainedMixin:
     """``config`` capture, ``save_pretrained`` and ``from_pretrained`` for ``nn.Module`` model classes.
 
@@ -366,13 +377,10 @@ class PretrainedMixin:
     @classmethod
     def config_from_pretrained_dir(cls, folder: str | os.PathLike) -> dict[str, Any]:
         """Constructor kwargs stored in a model folder (``{}`` when it has no ``config.json``)."""
-        path = Path(folder) / CONFIG_FILE_NAME
-        if not path.is_file():
+        config = read_folder_config(folder)
+        if config is None:
             return {}
-        try:
-            config = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise CheckpointError(f"{path}: invalid JSON ({err})") from err
+        path = Path(folder) / CONFIG_FILE_NAME
         stored_type = config.pop("type", None)
         config.pop("target", None)
         expected = registry_name(cls)
