@@ -2,18 +2,7 @@
 # steps on the sample clips of `python -m opensora_ae.data.samples OUT` (the demo passes --dataset.data_path).
 # Uses the GPU when there is one; on CPU it is sized for 2 cores. Without a cached LPIPS VGG backbone the
 # perceptual term is dropped with a one-line message (skip_missing_perceptual).
-model = dict(
-    type="dc_ae",
-    latent_channels=16,
-    width_list=(16, 32, 64),
-    encoder_depth_list=(1, 1, 1),
-    decoder_depth_list=(1, 1, 1),
-    encoder_block_types=("ResBlock", "ResBlock", "EViTS5_GLU"),
-    decoder_block_types=("ResBlock", "ResBlock", "EViTS5_GLU"),
-    temporal_downsample=(True, True, False),
-    attention_head_dim=16,
-    from_pretrained=None,
-)
+_base_ = ["../_base_/demo_dc_ae_model.py"]
 
 dataset = dict(
     type="video_text",
