@@ -5,6 +5,8 @@
 #   torchrun --nproc_per_node 8 scripts/vae/train.py configs/vae/train/causal_vae.py --dataset.data_path DATA.csv
 #
 # Causal: 4k+1 frames -> k+1 latents (17 frames -> 5).
+_base_ = ["../_base_/run_schedule.py"]
+
 model = dict(
     type="causal_vae",
     from_pretrained=None,  # a release folder (config.json + weights) or a Lightning .ckpt
@@ -68,12 +70,4 @@ plugin = "ddp"
 grad_clip = 1.0
 grad_checkpoint = False
 
-seed = 42
-outputs = "outputs"
-epochs = 10
-log_every = 10
-ckpt_every = 1000
-keep_n_latest = 5
-ema_decay = 0.999
-wandb = False
 wandb_project = "causal_vae"

@@ -4,6 +4,8 @@
 #       --dataset.data_path DATA.csv --model.from_pretrained PATH/TO/hunyuan-video-t2v-720p/vae
 #
 # Causal: 4k+1 frames -> k+1 latents, so the buckets use 33-frame clips (and single frames).
+_base_ = ["../_base_/run_schedule.py"]
+
 model = dict(
     type="hunyuan_vae",
     from_pretrained=None,  # Tencent pytorch_model.pt, a diffusers folder or a .safetensors file
@@ -32,14 +34,6 @@ plugin = "zero2"
 grad_clip = 1.0
 grad_checkpoint = True
 
-seed = 42
-outputs = "outputs"
-epochs = 10
-log_every = 10
-ckpt_every = 1000
-keep_n_latest = 5
-ema_decay = 0.999
-wandb = False
 wandb_project = "hunyuan_vae"
 
 # Diagonal-Gaussian posterior: pixel L1 + LPIPS + a small KL, as in LDM-style VAE training.
