@@ -50,7 +50,24 @@ def pixel_shuffle_frames(x: torch.Tensor, factor: int) -> torch.Tensor:
     return x.permute(0, 1, 4, 5, 2, 6, 3).reshape(b, c // (f * f), t, h * f, w * f)
 
 
-class SpaceToChannelAverage(nn.Module):
+class _ParameterFreeShortcut(nn.Module):
+    """Sizes of a parameter-free shortcut: ``shuffled`` channels times ``factor^2`` (``^3`` too when ``temporal``)
+    must split evenly into groups of ``grouped`` channels."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, factor: int, temporal: bool, shuffled: int, grouped: int
+    ) -> None:
+        super().__init__()
+        for power in (2, 3) if temporal else (2,):
+            if (shuffled * factor**power) % grouped:
+                raise ValueError(f"{type(self).__name__}: {shuffled}*{factor}^{power} not divisible by {grouped}")
+        self.in_channels, self.out_channels, self.factor, self.temporal = in_channels, out_channels, factor, temporal
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels} -> {self.out_channels}, factor={self.factor}, temporal={self.temporal}"
+
+
+class SpaceToChannelAverage(_ParameterFreeShortcut):
     """Parameter-free downsampling shortcut: unshuffle space (and time) into channels, then average channel groups.
 
     ``B C T H W -> B out T' H/f W/f`` with ``T' = T/f`` when ``temporal`` and ``T != 1`` (a single frame takes the
@@ -58,11 +75,7 @@ class SpaceToChannelAverage(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, factor: int, temporal: bool = False) -> None:
-        super().__init__()
-        for power in (2, 3) if temporal else (2,):
-            if (in_channels * factor**power) % out_channels:
-                raise ValueError(f"SpaceToChannelAverage: {in_channels}*{factor}^{power} not divisible by {out_channels}")
-        self.in_channels, self.out_channels, self.factor, self.temporal = in_channels, out_channels, factor, temporal
+        super().__init__(in_channels, out_channels, factor, temporal, shuffled=in_channels, grouped=out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.factor > 1:
@@ -71,22 +84,15 @@ class SpaceToChannelAverage(nn.Module):
         b, c, t, h, w = x.shape
         return x.view(b, self.out_channels, c // self.out_channels, t, h, w).mean(dim=2)
 
-    def extra_repr(self) -> str:
-        return f"{self.in_channels} -> {self.out_channels}, factor={self.factor}, temporal={self.temporal}"
 
-
-class ChannelRepeatShuffle(nn.Module):
+class ChannelRepeatShuffle(_ParameterFreeShortcut):
     """Parameter-free upsampling shortcut: repeat each channel, then shuffle channels into space (and time).
 
     ``B C T H W -> B out T' fH fW`` with ``T' = fT`` when ``temporal`` and ``T != 1``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, factor: int, temporal: bool = False) -> None:
-        super().__init__()
-        for power in (2, 3) if temporal else (2,):
-            if (out_channels * factor**power) % in_channels:
-                raise ValueError(f"ChannelRepeatShuffle: {out_channels}*{factor}^{power} not divisible by {in_channels}")
-        self.in_channels, self.out_channels, self.factor, self.temporal = in_channels, out_channels, factor, temporal
+        super().__init__(in_channels, out_channels, factor, temporal, shuffled=out_channels, grouped=in_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         temporal = self.temporal and x.shape[2] != 1
@@ -95,6 +101,3 @@ class ChannelRepeatShuffle(nn.Module):
         if self.factor == 1:
             return x
         return pixel_shuffle_3d(x, self.factor) if temporal else pixel_shuffle_frames(x, self.factor)
-
-    def extra_repr(self) -> str:
-        return f"{self.in_channels} -> {self.out_channels}, factor={self.factor}, temporal={self.temporal}"
