@@ -2,7 +2,7 @@
 
 Writes a 60 s, 24 fps, 256x448 (256p, 16:9) H.264 video with a keyframe every 2 s, then reads random
 32-frame clips from its middle both ways (same frames, checked) and prints the median times.
-The last line is ``speedup: X`` (decode-from-start time / read_clip time).
+The last line is ``speedup: X``, the time ratio decode-from-start / read_clip (the peer is plain decoding).
 
     python benchmarks/bench_clip_read.py [--repeats 5] [--seed 0]
 """

@@ -8,7 +8,7 @@ then scores PSNR + SSIM + LPIPS twice:
   channel with scikit-image, LPIPS one frame at a time with ``lpips.LPIPS``.
 
 Both use the same AlexNet backbone (random weights saved to a temporary file: timings do not depend on the
-values, and nothing is downloaded). The per-video numbers must agree; the last line is ``speedup: X``.
+values, and nothing is downloaded). The per-video numbers must agree; the last line is ``speedup: X``, the time ratio baseline / ours.
 
     python benchmarks/bench_eval.py [--clips 20 --frames 33 --size 256 --batch_size 33]
 """

@@ -12,7 +12,7 @@ held before decoding (the model and the latents):
 The model is a random-init DC-AE with the released block structure and first-stage width (128 channels at
 full resolution, which is what dominates a tile's activations), made cheaper by using 4 stages (8x spatial
 compression) and one block per stage. The decoded video itself (which has to exist) grows with the length; the
-tiles' working memory does not. The last line is ``memory_growth: X`` (8x peak / 1x peak; goal <= 1.2).
+tiles' working memory does not. The last line is ``memory_growth: X`` (the peak ratio 8x / 1x: the 1x-length decode is the peer; goal <= 1.2).
 
     python benchmarks/bench_tiling_memory.py [--size 32] [--latent-frames 8] [--factor 8] [--device cpu] [--threads 1]
 """
