@@ -27,7 +27,8 @@ from torch.utils.checkpoint import checkpoint
 
 from ..registry import MODELS
 from .base import VideoAutoencoder
-from .checkpoint_io import CONFIG_FILE_NAME, CheckpointError, PretrainedMixin, StateDict, save_state_dict_file
+from .checkpoint_io import (CONFIG_FILE_NAME, CheckpointError, PretrainedMixin, StateDict, read_folder_config,
+                            save_state_dict_file)
 from .layers.attention import VideoSelfAttention
 from .layers.conv import CausalConv3d
 from .layers.posterior import DiagonalGaussianDistribution
@@ -338,13 +339,12 @@ class HunyuanVAE(PretrainedMixin, VideoAutoencoder):
     @classmethod
     def config_from_pretrained_dir(cls, folder: str | os.PathLike) -> dict[str, Any]:
         """Constructor kwargs of a toolkit folder, or of a diffusers ``AutoencoderKLHunyuanVideo`` folder."""
-        path = Path(folder) / CONFIG_FILE_NAME
-        if not path.is_file():
+        config = read_folder_config(folder)
+        if config is None:
             return {}
-        config = json.loads(path.read_text())
         if config.get("_class_name") != DIFFUSERS_CLASS:
             return super().config_from_pretrained_dir(folder)
-        return _config_from_diffusers(config, path)
+        return _config_from_diffusers(config, Path(folder) / CONFIG_FILE_NAME)
 
     def save_pretrained(self, folder: str | os.PathLike, format: str = "toolkit") -> Path:
         """Write ``folder`` as a toolkit folder (``config.json`` + ``model.safetensors``) or, with
