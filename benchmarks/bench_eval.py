@@ -86,18 +86,18 @@ def baseline_ssim(real: np.ndarray, fake: np.ndarray) -> float:
     return float(np.mean(values))
 
 
-def baseline_lpips(model: lpips_package.LPIPS, real: np.ndarray, fake: np.ndarray) -> float:
+def baseline_lpips(model: lpips_package.LPIPS, real: np.ndarray, fake: np.ndarray, device: str) -> float:
     values = []
     with torch.no_grad():
         for frame_real, frame_fake in zip(real, fake):
-            image_real = torch.from_numpy(frame_real).permute(2, 0, 1)[None].float() * 2 - 1
-            image_fake = torch.from_numpy(frame_fake).permute(2, 0, 1)[None].float() * 2 - 1
+            image_real = torch.from_numpy(frame_real).permute(2, 0, 1)[None].float().to(device) * 2 - 1
+            image_fake = torch.from_numpy(frame_fake).permute(2, 0, 1)[None].float().to(device) * 2 - 1
             values.append(model(image_real, image_fake).item())
     return float(np.mean(values))
 
 
 def run_baseline(
-    real_dir: str, generated_dir: str, model: lpips_package.LPIPS
+    real_dir: str, generated_dir: str, model: lpips_package.LPIPS, device: str
 ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     """Open-Sora style: pair by sorted position, re-read every video for every metric.
 
@@ -108,7 +108,7 @@ def run_baseline(
     scores: dict[str, dict[str, float]] = {pairing_key(os.path.basename(path)): {} for path in real_paths}
     seconds: dict[str, float] = {}
     metric_functions = {"psnr": baseline_psnr, "ssim": baseline_ssim,
-                        "lpips": lambda real, fake: baseline_lpips(model, real, fake)}
+                        "lpips": lambda real, fake: baseline_lpips(model, real, fake, device)}
     for name, function in metric_functions.items():
         start = time.perf_counter()
         for real_path, generated_path in zip(real_paths, generated_paths):
@@ -136,6 +136,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=33)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch_size", type=int, default=33)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="where both sides run LPIPS (ours also PSNR/SSIM); default: the GPU when present")
     args = parser.parse_args()
 
     root = tempfile.mkdtemp(prefix="bench_eval_")
@@ -152,7 +154,7 @@ def main() -> None:
         print(f"data: {args.clips} clips x {args.frames} frames at {args.size}x{args.size}; "
               f"metrics {', '.join(METRICS)}")
 
-        options = EvalOptions(batch_size=args.batch_size)
+        options = EvalOptions(batch_size=args.batch_size, device=args.device)
         weights = MetricWeights(lpips_backbone=backbone)
         start = time.perf_counter()
         results = evaluate(real_dir, generated_dir, list(METRICS), options, weights)
@@ -162,8 +164,9 @@ def main() -> None:
         ours_pixel_seconds = time.perf_counter() - start
         # The reference LPIPS gets exactly the weights our run used.
         reference.load_state_dict(build_lpips(backbone).state_dict())
+        reference.to(args.device)
 
-        baseline, baseline_per_metric = run_baseline(real_dir, generated_dir, reference)
+        baseline, baseline_per_metric = run_baseline(real_dir, generated_dir, reference, args.device)
         baseline_seconds = sum(baseline_per_metric.values())
 
         compare(results["videos"], baseline)
