@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -13,8 +15,10 @@ import torch
 import torchvision
 
 from opensora_ae.data.video_io import write_video
-from opensora_ae.inference.evaluate import (EvalOptions, MetricSuite, MetricWeights, evaluate, format_table,
-                                            pair_videos, pairing_key, prepare_frames)
+from opensora_ae.inference import evaluate as evaluate_module
+from opensora_ae.inference.evaluate import (EvalOptions, MetricSuite, MetricWeights, VideoPair, evaluate,
+                                            format_table, pair_videos, pairing_key, prepare_frames,
+                                            read_pairs_ahead)
 from opensora_ae.metrics import PWCNet, flolpips, lpips_distance
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -175,6 +179,44 @@ def test_unreadable_video_is_skipped(tmp_path):
     real_dir.joinpath("bad.mp4").write_text("not a video")
     results = evaluate(str(real_dir), str(generated_dir), ["psnr"], EvalOptions(num_frames=2))
     assert list(results["videos"]) == ["good"] and "bad" in results["skipped"]["failed"]
+
+
+def test_decoding_workers_keep_pair_order_and_bound_the_pairs_in_flight(monkeypatch):
+    """Earlier pairs decode slowest, so with three workers later ones finish first; the order must hold."""
+    pairs = [VideoPair(f"clip{index}", f"real{index}", f"fake{index}") for index in range(8)]
+    lock, started, consumed = threading.Lock(), [], []
+
+    def slow_read(pair, options):
+        index = int(pair.key[4:])
+        if index == 5:
+            raise ValueError(f"{pair.real}: unreadable")
+        with lock:
+            started.append(index)
+            # Never more than workers + 1 pairs are decoded ahead of the one being scored.
+            assert index <= len(consumed) + options.num_workers + 1
+        time.sleep(0.02 * (8 - index))
+        return torch.full((1,), index), torch.full((1,), -index)
+
+    monkeypatch.setattr(evaluate_module, "_read_pair", slow_read)
+    for pair, loaded, error in read_pairs_ahead(pairs, EvalOptions(num_workers=3)):
+        index = int(pair.key[4:])
+        assert index == len(consumed)
+        if index == 5:
+            assert loaded is None and "real5: unreadable" in error
+        else:
+            assert error is None and loaded[0].item() == index and loaded[1].item() == -index
+        consumed.append(index)
+    assert consumed == list(range(8)) and sorted(started) == [0, 1, 2, 3, 4, 6, 7]
+
+
+def test_worker_count_does_not_change_results(video_folders, weight_files):
+    real_dir, generated_dir, _, _ = video_folders
+    weights = MetricWeights(lpips_backbone=weight_files[0])
+    one = evaluate(real_dir, generated_dir, ["psnr", "ssim", "lpips"], EvalOptions(num_workers=1), weights)
+    three = evaluate(real_dir, generated_dir, ["psnr", "ssim", "lpips"], EvalOptions(num_workers=3), weights)
+    assert one["videos"] == three["videos"] and list(one["videos"]) == ["changed", "sub/same"]
+    with pytest.raises(ValueError, match="num_workers must be >= 1"):
+        evaluate(real_dir, generated_dir, ["psnr"], EvalOptions(num_workers=0))
 
 
 @pytest.mark.slow

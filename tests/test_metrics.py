@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import warnings
 
 import lpips as lpips_package
@@ -14,6 +15,9 @@ from skimage.metrics import structural_similarity
 
 from opensora_ae.metrics import build_lpips, lpips_distance, psnr, ssim
 from opensora_ae.metrics.lpips import ALEXNET_FILE_NAME
+
+# The package exports the function `ssim`, which hides the module of the same name from attribute access.
+ssim_module = importlib.import_module("opensora_ae.metrics.ssim")
 
 
 def smooth_frames(seed: int, n: int = 3, h: int = 40, w: int = 48) -> torch.Tensor:
@@ -59,6 +63,18 @@ def test_ssim_matches_skimage():
         )
         assert abs(ours[index] - expected) < 1e-4
     np.testing.assert_allclose(ssim(real, real).numpy(), 1.0, atol=1e-6)
+
+
+def test_ssim_cpu_blocks_do_not_change_values(monkeypatch):
+    real = smooth_frames(4, n=5)
+    fake = perturbed(real, 5, amount=0.1)
+    monkeypatch.setattr(ssim_module, "CPU_BLOCK_VALUES", 10**9)
+    whole = ssim(real, fake)
+    monkeypatch.setattr(ssim_module, "CPU_BLOCK_VALUES", 2 * 3 * 40 * 48)  # blocks of 2, 2 and 1 frames
+    blocked = ssim(real, fake)
+    assert blocked.shape == (5,)
+    torch.testing.assert_close(blocked, whole, rtol=0, atol=1e-6)
+    assert len(set(whole.tolist())) == 5  # each frame has its own value: no block was repeated or dropped
 
 
 def test_ssim_rejects_frames_smaller_than_window():

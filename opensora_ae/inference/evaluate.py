@@ -2,7 +2,7 @@
 
 ``evaluate`` pairs ``real_dir/<rel>`` with ``generated_dir/<rel>`` after dropping the extension and one known
 suffix (``_orig``, ``_recn``, ``_ori``, ``_rec``, ``_spatial``) from the file name, reads each video once (the
-next pair is decoded in a background thread while the current one is scored), and runs every requested metric
+next pairs are decoded by ``num_workers`` background threads while the current one is scored), and runs every requested metric
 on chunks of ``batch_size`` frames on the chosen device. Every metric is averaged over the frames (FloLPIPS:
 frame pairs) of a video, then over videos.
 """
@@ -27,7 +27,6 @@ from opensora_ae.metrics import (build_lpips, flolpips_from_maps, flow_differenc
 KNOWN_SUFFIXES = ("_orig", "_recn", "_ori", "_rec", "_spatial")
 METRIC_NAMES = ("psnr", "ssim", "lpips", "flolpips")
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False, "flolpips": False}
-PREFETCH_PAIRS = 2
 
 
 @dataclass
@@ -55,7 +54,8 @@ class EvalOptions:
 
     ``num_frames`` None reads whole videos; ``sample_rate`` keeps every n-th frame; ``resolution`` resizes the
     short side (aspect kept) and ``crop_size`` takes a centred square; ``batch_size`` frames go through each
-    metric at once on ``device``.
+    metric at once on ``device``; ``num_workers`` threads decode the next pairs meanwhile (each holds one
+    pair in memory).
     """
 
     num_frames: int | None = None
@@ -64,6 +64,7 @@ class EvalOptions:
     crop_size: int | None = None
     batch_size: int = 16
     device: str = "cpu"
+    num_workers: int = 2
 
 
 @dataclass
@@ -244,13 +245,18 @@ def _read_pair(pair: VideoPair, options: EvalOptions) -> tuple[torch.Tensor, tor
 def read_pairs_ahead(
     pairs: list[VideoPair], options: EvalOptions
 ) -> Iterator[tuple[VideoPair, tuple[torch.Tensor, torch.Tensor] | None, str | None]]:
-    """Yield ``(pair, (real, generated) or None, error or None)``, decoding up to two pairs ahead in a thread."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    """Yield ``(pair, (real, generated) or None, error or None)`` in order, decoding ahead in ``num_workers``
+    threads (PyAV releases the GIL while it decodes).
+
+    One pair more than there are workers is kept in flight, so that every worker has a pair to decode while
+    the caller scores the current one.
+    """
+    with ThreadPoolExecutor(max_workers=options.num_workers) as pool:
         pending: deque[tuple[VideoPair, Future]] = deque()
         upcoming = iter(pairs)
         for pair in upcoming:
             pending.append((pair, pool.submit(_read_pair, pair, options)))
-            if len(pending) > PREFETCH_PAIRS:
+            if len(pending) > options.num_workers:
                 break
         while pending:
             pair, future = pending.popleft()
@@ -299,8 +305,9 @@ def evaluate(
     """
     options = options or EvalOptions()
     check_device(options.device)
-    if options.batch_size < 1 or options.sample_rate < 1:
-        raise ValueError(f"batch_size and sample_rate must be >= 1, got {options.batch_size}, {options.sample_rate}")
+    if min(options.batch_size, options.sample_rate, options.num_workers) < 1:
+        raise ValueError(f"batch_size, sample_rate and num_workers must be >= 1, got {options.batch_size}, "
+                         f"{options.sample_rate}, {options.num_workers}")
     suite = MetricSuite(metrics, options.device, weights)
     pairing = pair_videos(real_dir, generated_dir)
     videos: dict[str, dict] = {}

@@ -8,6 +8,10 @@ import torch.nn.functional as F
 WINDOW_SIZE = 11
 WINDOW_SIGMA = 1.5
 K1, K2 = 0.01, 0.03
+# On CPU the blur is memory-bound: frames go through in blocks whose five moment maps (5 x this many float32
+# values, ~16 MB) stay in the last-level cache. On 2 AVX2 cores this is 2.3x faster than 33 frames at once at
+# 256x256 (4 frames per block); on GPU all frames go through in one pass.
+CPU_BLOCK_VALUES = 800_000
 
 
 def gaussian_window(size: int = WINDOW_SIZE, sigma: float = WINDOW_SIGMA) -> torch.Tensor:
@@ -35,6 +39,18 @@ def ssim(real: torch.Tensor, fake: torch.Tensor, data_range: float = 1.0) -> tor
     n, c, h, w = real.shape
     if min(h, w) < WINDOW_SIZE:
         raise ValueError(f"ssim: frames of {h}x{w} are smaller than the {WINDOW_SIZE}x{WINDOW_SIZE} window")
+    if real.device.type != "cpu":
+        return _ssim_block(real, fake, data_range)
+    frames_per_block = max(1, CPU_BLOCK_VALUES // (c * h * w))
+    return torch.cat([
+        _ssim_block(real[begin : begin + frames_per_block], fake[begin : begin + frames_per_block], data_range)
+        for begin in range(0, n, frames_per_block)
+    ])
+
+
+def _ssim_block(real: torch.Tensor, fake: torch.Tensor, data_range: float) -> torch.Tensor:
+    """:func:`ssim` of ``N C H W`` frames in one pass (inputs already checked)."""
+    n, c, h, w = real.shape
     x, y = real.float(), fake.float()
     # The five moments of every channel, stacked on the batch axis (channels-last memory: the depthwise
     # blur runs several times faster on CPU), blurred at once by one separable depthwise convolution.

@@ -1,7 +1,8 @@
 """Score generated videos against real ones.
 
 ``python scripts/vae/eval.py --real_video_dir A --generated_video_dir B --metric psnr ssim lpips flolpips
-[--num_frames N --sample_rate S --resolution R --crop_size C --batch_size B --device cuda --output metrics.json]``
+[--num_frames N --sample_rate S --resolution R --crop_size C --batch_size B --device cuda --num_workers W
+ --output metrics.json]``
 
 Videos pair by relative path after dropping the suffixes _orig/_recn/_ori/_rec/_spatial. See docs/eval.md.
 """
@@ -36,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--crop_size", type=positive_int, help="then take the centred square of this size")
     parser.add_argument("--batch_size", type=positive_int, default=16, help="frames per metric forward pass")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--num_workers", type=positive_int, default=2,
+                        help="threads decoding the next video pairs while one is scored (each holds a pair)")
     parser.add_argument("--output", help="write metrics.json here")
     parser.add_argument("--lpips_weights", "--lpips_backbone", dest="lpips_weights",
                         help="torchvision AlexNet weights alexnet-owt-7be5be79.pth (default: torch hub cache)")
@@ -47,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     options = EvalOptions(num_frames=args.num_frames, sample_rate=args.sample_rate, resolution=args.resolution,
-                          crop_size=args.crop_size, batch_size=args.batch_size, device=args.device)
+                          crop_size=args.crop_size, batch_size=args.batch_size, device=args.device,
+                          num_workers=args.num_workers)
     weights = MetricWeights(lpips_backbone=args.lpips_weights, pwcnet=args.pwcnet_weights)
     try:
         results = evaluate(args.real_video_dir, args.generated_video_dir, args.metric, options, weights,
