@@ -13,11 +13,10 @@ import torch.nn.functional as F
 import torchvision
 from skimage.metrics import structural_similarity
 
-from opensora_ae.metrics import build_lpips, lpips_distance, psnr, ssim
+from opensora_ae.metrics import build_lpips, lpips_distance, lpips_layer_maps, psnr, ssim
 from opensora_ae.metrics.lpips import ALEXNET_FILE_NAME
 
-# The package exports the function `ssim`, which hides the module of the same name from attribute access.
-ssim_module = importlib.import_module("opensora_ae.metrics.ssim")
+blocks_module = importlib.import_module("opensora_ae.metrics.blocks")
 
 
 def smooth_frames(seed: int, n: int = 3, h: int = 40, w: int = 48) -> torch.Tensor:
@@ -68,9 +67,9 @@ def test_ssim_matches_skimage():
 def test_ssim_cpu_blocks_do_not_change_values(monkeypatch):
     real = smooth_frames(4, n=5)
     fake = perturbed(real, 5, amount=0.1)
-    monkeypatch.setattr(ssim_module, "CPU_BLOCK_VALUES", 10**9)
+    monkeypatch.setattr(blocks_module, "CPU_BLOCK_VALUES", 10**9)
     whole = ssim(real, fake)
-    monkeypatch.setattr(ssim_module, "CPU_BLOCK_VALUES", 2 * 3 * 40 * 48)  # blocks of 2, 2 and 1 frames
+    monkeypatch.setattr(blocks_module, "CPU_BLOCK_VALUES", 2 * 3 * 40 * 48)  # blocks of 2, 2 and 1 frames
     blocked = ssim(real, fake)
     assert blocked.shape == (5,)
     torch.testing.assert_close(blocked, whole, rtol=0, atol=1e-6)
@@ -98,6 +97,23 @@ def test_lpips_matches_lpips_package_frame_by_frame(tmp_path):
     assert ours.shape == (3,)
     np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-4, atol=1e-6)
     assert lpips_distance(ours_model, real, real).abs().max().item() == 0.0
+
+
+def test_lpips_cpu_blocks_do_not_change_maps(tmp_path, monkeypatch):
+    backbone = tmp_path / ALEXNET_FILE_NAME
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), backbone)
+    model = build_lpips(str(backbone))
+    real = smooth_frames(6, n=3, h=64, w=64)
+    fake = perturbed(real, 7)
+    with torch.no_grad():
+        monkeypatch.setattr(blocks_module, "CPU_BLOCK_VALUES", 10**9)
+        whole = lpips_layer_maps(model, real, fake)
+        monkeypatch.setattr(blocks_module, "CPU_BLOCK_VALUES", 2 * 3 * 64 * 64)  # blocks of 2 and 1 frames
+        blocked = lpips_layer_maps(model, real, fake)
+    assert [tuple(layer.shape) for layer in blocked] == [tuple(layer.shape) for layer in whole]
+    assert blocked[0].shape[0] == 3 and len(blocked) == 5
+    for layer_blocked, layer_whole in zip(blocked, whole):
+        torch.testing.assert_close(layer_blocked, layer_whole, rtol=1e-5, atol=1e-7)
 
 
 def test_lpips_loads_torchvision_alexnet_backbone(tmp_path):

@@ -14,6 +14,7 @@ import torch
 
 from opensora_ae.losses.perceptual import BACKBONE_FILES, default_backbone_path
 from opensora_ae.losses.perceptual import build_lpips as build_frozen_lpips
+from opensora_ae.metrics.blocks import cpu_frame_blocks
 
 ALEXNET_FILE_NAME = BACKBONE_FILES["alex"]
 
@@ -39,7 +40,7 @@ def build_lpips(backbone_path: str | None = None) -> lpips_package.LPIPS:
 
 
 def lpips_layer_maps(model: lpips_package.LPIPS, real: torch.Tensor, fake: torch.Tensor) -> list[torch.Tensor]:
-    """Per-layer LPIPS distance maps, before any spatial pooling.
+    """Per-layer LPIPS distance maps, before any spatial pooling (on CPU computed in cache-sized frame blocks).
 
     Args:
         model: an AlexNet v0.1 ``lpips.LPIPS``.
@@ -48,6 +49,12 @@ def lpips_layer_maps(model: lpips_package.LPIPS, real: torch.Tensor, fake: torch
     Returns:
         One ``N 1 h_k w_k`` map per backbone layer k (5 for AlexNet); LPIPS is the sum of their means.
     """
+    per_block = [_block_layer_maps(model, real[block], fake[block]) for block in cpu_frame_blocks(real)]
+    return [torch.cat(layer_blocks) for layer_blocks in zip(*per_block)]
+
+
+def _block_layer_maps(model: lpips_package.LPIPS, real: torch.Tensor, fake: torch.Tensor) -> list[torch.Tensor]:
+    """:func:`lpips_layer_maps` of one block: real and fake frames through the backbone in one batch."""
     both = torch.cat([real, fake], dim=0).float() * 2 - 1
     features = model.net(model.scaling_layer(both.contiguous(memory_format=torch.channels_last)))
     maps = []
