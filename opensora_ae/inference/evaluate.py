@@ -2,9 +2,9 @@
 
 ``evaluate`` pairs ``real_dir/<rel>`` with ``generated_dir/<rel>`` after dropping the extension and one known
 suffix (``_orig``, ``_recn``, ``_ori``, ``_rec``, ``_spatial``) from the file name, reads each video once (the
-next pairs are decoded by ``num_workers`` background threads while the current one is scored), and runs every requested metric
-on chunks of ``batch_size`` frames on the chosen device. Every metric is averaged over the frames (FloLPIPS:
-frame pairs) of a video, then over videos.
+next pairs are decoded by ``num_workers`` background threads while the current one is scored), and runs every
+requested metric on chunks of ``batch_size`` frames on the chosen device. Every metric is averaged over the
+frames (FloLPIPS: frame pairs) of a video, then over videos.
 """
 
 from __future__ import annotations

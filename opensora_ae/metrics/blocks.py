@@ -9,6 +9,8 @@ goes through in one pass.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 # Input values (N C H W) per block: 4 frames of 3 x 256 x 256; SSIM's five moment maps are then ~16 MB.
@@ -19,7 +21,7 @@ def cpu_frame_blocks(frames: torch.Tensor) -> list[slice]:
     """Slices of the frame axis of ``N C H W`` ``frames``: all frames at once off the CPU, else blocks of about
     :data:`CPU_BLOCK_VALUES` values (at least one frame each)."""
     total = frames.shape[0]
-    if frames.device.type != "cpu":
+    if frames.device.type != "cpu" or total == 0:
         return [slice(0, total)]
-    per_block = max(1, CPU_BLOCK_VALUES // max(1, frames[0].numel()))
+    per_block = max(1, CPU_BLOCK_VALUES // max(1, math.prod(frames.shape[1:])))
     return [slice(begin, begin + per_block) for begin in range(0, total, per_block)]
