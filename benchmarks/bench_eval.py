@@ -143,7 +143,8 @@ def main() -> None:
     parser.add_argument("--num_workers", type=int, default=min(8, os.cpu_count() or 1),
                         help="our decoding threads (default: the CPU count, at most 8)")
     args = parser.parse_args()
-    if torch.device(args.device).type == "cuda":
+    on_cuda = torch.device(args.device).type == "cuda"
+    if on_cuda:
         torch.ones(1, device=args.device).sum().item()
 
     root = tempfile.mkdtemp(prefix="bench_eval_")
@@ -157,7 +158,7 @@ def main() -> None:
             reference = lpips_package.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False).eval()
         print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
               f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}"
-              + (f" ({torch.cuda.get_device_name(args.device)})" if torch.device(args.device).type == "cuda" else ""))
+              + (f" ({torch.cuda.get_device_name(args.device)})" if on_cuda else ""))
         print(f"data: {args.clips} clips x {args.frames} frames at {args.size}x{args.size}; "
               f"metrics {', '.join(METRICS)}; ours: batch {args.batch_size}, {args.num_workers} decoding threads")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import warnings
 
 import lpips as lpips_package
@@ -13,10 +12,9 @@ import torch.nn.functional as F
 import torchvision
 from skimage.metrics import structural_similarity
 
+from opensora_ae.metrics import blocks as blocks_module
 from opensora_ae.metrics import build_lpips, lpips_distance, lpips_layer_maps, psnr, ssim
 from opensora_ae.metrics.lpips import ALEXNET_FILE_NAME
-
-blocks_module = importlib.import_module("opensora_ae.metrics.blocks")
 
 
 def smooth_frames(seed: int, n: int = 3, h: int = 40, w: int = 48) -> torch.Tensor:
