@@ -10,7 +10,8 @@ Two config styles build objects:
 from __future__ import annotations
 
 import importlib
-from typing import Any
+import inspect
+from typing import Any, Mapping
 
 from mmengine.registry import Registry
 
@@ -42,6 +43,31 @@ def _ensure_registered() -> None:
         importlib.import_module(name)
 
 
+def component_class(cfg: Mapping[str, Any], registry: Registry) -> type:
+    """The class ``dict(type=...)`` (looked up in ``registry``) or ``dict(target=...)`` names."""
+    if "target" in cfg:
+        return import_object(cfg["target"])
+    if "type" not in cfg:
+        raise KeyError(f"{registry.name} config needs 'type' (registered name) or 'target' (dotted path): got keys {sorted(cfg)}")
+    if not isinstance(cfg["type"], str):
+        return cfg["type"]
+    _ensure_registered()
+    cls = registry.get(cfg["type"])
+    if cls is None:
+        known = ", ".join(sorted(registry.module_dict))
+        raise KeyError(f"unknown {registry.name} type {cfg['type']!r}; registered: {known}")
+    return cls
+
+
+def init_parameters(cls: type) -> set[str] | None:
+    """Names ``cls(...)`` accepts as keywords; None when its ``__init__`` takes ``**kwargs`` (any name)."""
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    if any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
+        return None
+    keyword_kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {parameter.name for parameter in parameters if parameter.kind in keyword_kinds} - {"self"}
+
+
 def build(cfg: dict | None, registry: Registry, **extra: Any) -> Any:
     """Build an object from ``dict(type=..., **kw)`` or ``dict(target=..., params=...)``.
 
@@ -51,21 +77,13 @@ def build(cfg: dict | None, registry: Registry, **extra: Any) -> Any:
     if cfg is None:
         return None
     cfg = dict(cfg)
+    cls = component_class(cfg, registry)
     if "target" in cfg:
-        cls = import_object(cfg.pop("target"))
+        cfg.pop("target")
         params = dict(cfg.pop("params", None) or {})
         params.update(cfg)
         params.update(extra)
         return cls(**params)
-    if "type" not in cfg:
-        raise KeyError(f"{registry.name} config needs 'type' (registered name) or 'target' (dotted path): got keys {sorted(cfg)}")
-    _ensure_registered()
-    type_name = cfg.pop("type")
-    if not isinstance(type_name, str):
-        return type_name(**cfg, **extra)
-    cls = registry.get(type_name)
-    if cls is None:
-        known = ", ".join(sorted(registry.module_dict))
-        raise KeyError(f"unknown {registry.name} type {type_name!r}; registered: {known}")
+    cfg.pop("type")
     cfg.update(extra)
     return cls(**cfg)

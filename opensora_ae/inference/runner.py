@@ -2,43 +2,23 @@
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 from tqdm import tqdm
 
-from opensora_ae.config import ConfigError
 from opensora_ae.data.datasets import SampleRequest, VideoTextDataset
 from opensora_ae.data.video_io import VideoReadError
 from opensora_ae.models import VideoAutoencoder, build_model
-from opensora_ae.models.checkpoint_io import CheckpointError
 from opensora_ae.registry import DATASETS, build
-from opensora_ae.train.parallel import DistContext, destroy_distributed
+from opensora_ae.train.parallel import DistContext
 
 DEFAULT_FPS = 24.0  # for images and files without a frame rate
 
 # Top-level config keys every inference script accepts on the command line even when the config omits them.
 CLIP_KEYS = ("dtype", "batch_size", "device", "num_frames", "resolution", "height", "width", "sample_rate", "fps_max")
-
-# Errors that mean "fix the config, the flags or the files": shown as one line, without a traceback.
-USER_ERRORS = (ConfigError, ValueError, KeyError, FileNotFoundError, CheckpointError, VideoReadError)
-
-
-def run_script(main: Callable[[], None]) -> None:
-    """Run a script's ``main``; a user error prints ``error: <message>`` and exits with status 2."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        main()
-    except USER_ERRORS as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
-    finally:
-        destroy_distributed()
 
 
 def build_inference_model(model_cfg: Mapping[str, Any], device: torch.device, dtype: torch.dtype) -> VideoAutoencoder:

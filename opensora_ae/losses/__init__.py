@@ -14,7 +14,7 @@ from .adversarial import (
 )
 from .identity import identity_loss, is_image_step, latent_reconstruction_loss
 from .kl import kl_loss
-from .perceptual import PerceptualLoss, build_lpips, default_backbone_path, lpips_backbone_available
+from .perceptual import PerceptualLoss, build_lpips, default_backbone_path, lpips_backbone_available, lpips_backbone_path
 from .reconstruction import frames_as_images, reconstruction_loss, sum_per_frame
 from .vae_loss import VAELoss, configs_from_lpips_with_discriminator
 
@@ -35,6 +35,7 @@ __all__ = [
     "kl_loss",
     "latent_reconstruction_loss",
     "lpips_backbone_available",
+    "lpips_backbone_path",
     "reconstruction_loss",
     "sum_per_frame",
     "vanilla_discriminator_loss",

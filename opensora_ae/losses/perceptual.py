@@ -40,9 +40,15 @@ def default_backbone_path(net: str = "vgg") -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / BACKBONE_FILES[net]
 
 
+def lpips_backbone_path(net: str = "vgg", weights: str | Path | None = None) -> Path:
+    """The file :func:`build_lpips` reads: ``weights`` when given, else the hub-cache default for ``net``."""
+    _check_net(net)
+    return Path(weights) if weights is not None else default_backbone_path(net)
+
+
 def lpips_backbone_available(net: str = "vgg", weights: str | Path | None = None) -> bool:
     """True when the LPIPS backbone file (``weights`` or the hub-cache default) exists."""
-    return Path(weights if weights is not None else default_backbone_path(net)).is_file()
+    return lpips_backbone_path(net, weights).is_file()
 
 
 def _load_backbone(backbone: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
@@ -66,8 +72,7 @@ def build_lpips(net: str = "vgg", weights: str | Path | None = None) -> lpips.LP
 
     Raises FileNotFoundError naming where to put the file when it is missing.
     """
-    _check_net(net)
-    path = Path(weights) if weights is not None else default_backbone_path(net)
+    path = lpips_backbone_path(net, weights)
     if not path.is_file():
         raise FileNotFoundError(
             f"LPIPS {net} backbone weights not found at {path}: copy torchvision's {BACKBONE_FILES[net]} there "

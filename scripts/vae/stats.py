@@ -1,23 +1,26 @@
 """Latent statistics of a dataset and the scaling/shift factors that normalise them.
 
-    [torchrun ...] scripts/vae/stats.py CONFIG.py --model.from_pretrained W --dataset.data_path D [--output stats.json]
+    [torchrun ...] scripts/vae/stats.py CONFIG --model.from_pretrained W --dataset.data_path D [--output stats.json]
+    opensora-ae stats CONFIG ...
 
-See docs/inference.md.
+CONFIG is an inference config (configs/vae/inference). See docs/inference.md.
 """
 
 import json
 from pathlib import Path
 
-from opensora_ae.config import parse_args
-from opensora_ae.inference.runner import CLIP_KEYS, run_script
+from mmengine.config import Config
+
+from opensora_ae.command import INFERENCE_ALIASES, Command, run_command
+from opensora_ae.inference.runner import CLIP_KEYS
 from opensora_ae.inference.stats import latent_statistics
 from opensora_ae.train.parallel import init_distributed
 
 SCRIPT_KEYS = CLIP_KEYS + ("output",)
+COMMAND = Command("stats", __doc__, "inference", SCRIPT_KEYS, INFERENCE_ALIASES)
 
 
-def main() -> None:
-    cfg = parse_args(extra_keys=SCRIPT_KEYS)
+def main(cfg: Config) -> None:
     ctx = init_distributed(cfg.get("device", "auto"))
     summary = latent_statistics(cfg, ctx)
     if ctx.is_main:
@@ -30,4 +33,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_script(main)
+    run_command(COMMAND, main)
