@@ -139,8 +139,8 @@ def strip_debug(argv: Sequence[str]) -> list[str]:
 
 def _error_line(err: BaseException) -> str:
     message = err.args[0] if isinstance(err, KeyError) and err.args else err
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    where = f"[rank {rank}] " if world > 1 else ""
+    rank = int(os.environ.get("RANK", "0"))
+    where = f"[rank {rank}] " if rank else ""
     return f"error: {where}{message}"
 
 
@@ -270,7 +270,8 @@ def _short(value: Any, width: int = 100) -> str:
 
 def help_text(command: Command, argv: Sequence[str]) -> str:
     """Usage, flags, aliases and, when ``argv`` names a config, its top-level keys with their values."""
-    lines = [command.usage.strip(), "", f"CONFIG: a .py file or a shipped name from configs/vae/{command.config_kind}: "
+    lines = [f"usage: {command.name} CONFIG [--key value ...] [--print-config] [--debug True]", "",
+             command.usage.strip(), "", f"CONFIG: a .py file or a shipped name from configs/vae/{command.config_kind}: "
              f"{', '.join(shipped_configs(command.config_kind))}", "", "options:",
              "  -h, --help          this help (with CONFIG: also its keys and values); runs nothing",
              "  --print-config      print the resolved config (after overrides) and exit",

@@ -2,7 +2,8 @@ import textwrap
 
 import pytest
 
-from opensora_ae.config import ConfigError, load_config, parse_args, parse_overrides, save_config
+from opensora_ae.config import (CONFIGS_DIR, ConfigError, Override, load_config, parse_args, parse_overrides,
+                                resolve_config_path, save_config)
 
 
 @pytest.fixture()
@@ -36,7 +37,70 @@ def test_parse_literals_and_forms():
     parsed = parse_overrides(
         ["--lr", "3e-4", "--wandb", "True", "--model.x=None", "--sizes", "(1, 2)", "--name", "run-a", "--flag"]
     )
-    assert parsed == [("lr", 3e-4), ("wandb", True), ("model.x", None), ("sizes", (1, 2)), ("name", "run-a"), ("flag", True)]
+    assert [(o.key, o.value) for o in parsed] == [
+        ("lr", 3e-4), ("wandb", True), ("model.x", None), ("sizes", (1, 2)), ("name", "run-a"), ("flag", True)]
+    assert parsed[0] == Override("lr", "3e-4") and parsed[-1] == Override("flag", None)
+
+
+@pytest.mark.parametrize("text, value", [("false", False), ("False", False), ("FALSE", False), ("true", True),
+                                         ("True", True), ("none", None), ("None", None), ("NULL", None), ("null", None)])
+def test_literal_words_in_any_case(config_dir, text, value):
+    cfg = load_config(config_dir / "base.py", ["--grad_checkpoint", text, "--model.from_pretrained", text,
+                                               "--wandb", text], extra_keys=["wandb"])
+    assert cfg.wandb is value and cfg.model.from_pretrained is value
+    if value is not None:
+        assert cfg.grad_checkpoint is value
+
+
+def test_values_are_checked_against_the_key_type(config_dir):
+    cfg = load_config(config_dir / "base.py", ["--max_steps", "1e3", "--save-dir", "2024", "--lr", "1",
+                                               "--dataset.data_path", "007"], extra_keys=["max_steps"])
+    assert cfg.max_steps == 1000 and type(cfg.max_steps) is int
+    assert cfg.save_dir == "2024" and cfg.dataset.data_path == "007"
+    assert cfg.lr == 1.0 and type(cfg.lr) is float
+    for argv, message in ((["--max_steps", "abc"], "--max_steps: expected an int, got 'abc'"),
+                          (["--max_steps", "1.5"], "--max_steps: expected an int, got '1.5'"),
+                          (["--grad_checkpoint", "1"], "--grad_checkpoint: expected true or false"),
+                          (["--lr", "fast"], "--lr: expected a number"),
+                          (["--model", "dc_ae"], "--model: expected a dict"),
+                          (["--save-dir"], "--save_dir: expected a string")):
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+            load_config(config_dir / "base.py", argv, extra_keys=["max_steps"])
+
+
+def test_unknown_component_key_suggests_the_class_parameter(config_dir):
+    with pytest.raises(ConfigError, match=r"did you mean --model\.latent_channels\?"):
+        load_config(config_dir / "base.py", ["--model.latent_chanels", "4"])
+    with pytest.raises(ConfigError, match=r"did you mean --dataset\.num_frames\?"):
+        load_config(config_dir / "base.py", ["--dataset.num_frame", "5"])
+    with pytest.raises(ConfigError, match=r"did you mean --vae_loss_config\.perceptual_loss_weight\?"):
+        load_config(CONFIGS_DIR / "vae/train/video_dc_ae.py", ["--vae_loss_config.perceptual_los_weight", "0"])
+    cfg = load_config(config_dir / "base.py", ["--model.latent_channels", "4", "--dataset.num_frames", "5",
+                                               "--model.random_init", "True"])
+    assert (cfg.model.latent_channels, cfg.dataset.num_frames, cfg.model.random_init) == (4, 5, True)
+
+
+def test_config_syntax_error_names_file_and_line(tmp_path):
+    (tmp_path / "broken_base.py").write_text("a = 1\nb = (\n")
+    (tmp_path / "child.py").write_text('_base_ = ["broken_base.py"]\nc = 2\n')
+    with pytest.raises(ConfigError, match=r"broken_base\.py:2: syntax error"):
+        load_config(tmp_path / "child.py")
+    (tmp_path / "bad.py").write_text("x = 1\ny = 2 +\n")
+    with pytest.raises(ConfigError, match=r"bad\.py:2: syntax error"):
+        load_config(tmp_path / "bad.py")
+    (tmp_path / "name.py").write_text("x = undefined_name\n")
+    with pytest.raises(ConfigError, match=r"name\.py: NameError"):
+        load_config(tmp_path / "name.py")
+
+
+def test_shipped_configs_resolve_by_name():
+    assert resolve_config_path("video_dc_ae", "train") == CONFIGS_DIR / "vae/train/video_dc_ae.py"
+    assert resolve_config_path("video_dc_ae", "inference") == CONFIGS_DIR / "vae/inference/video_dc_ae.py"
+    assert resolve_config_path("train/stage1.py", "inference") == CONFIGS_DIR / "vae/train/stage1.py"
+    cfg = load_config(resolve_config_path("causal_vae", "train"))  # _base_ inheritance through the shipped tree
+    assert cfg.epochs == 10 and cfg.model.type == "causal_vae"
+    with pytest.raises(ConfigError, match="shipped: .*video_dc_ae"):
+        resolve_config_path("video_dc", "train")
 
 
 def test_base_inheritance_merges_dicts(config_dir):
@@ -58,14 +122,15 @@ def test_dotted_overrides(config_dir):
             "--dataset.data_path=/data/videos",
             "--bucket_config", "{'256px_ar1:1': {32: (1.0, 1)}}",
             "--save-dir", "D",
-            "--model.new_key", "[1, 2]",
+            "--model.encoder_depth_list", "[1, 2]",
+            "--bucket_config.extra", "(0.5, 2)",
         ],
     )
     assert cfg.model.from_pretrained == "/w/x.pt"
     assert cfg.dataset.data_path == "/data/videos"
-    assert cfg.bucket_config == {"256px_ar1:1": {32: (1.0, 1)}}
+    assert cfg.bucket_config == {"256px_ar1:1": {32: (1.0, 1)}, "extra": (0.5, 2)}
     assert cfg.save_dir == "D"
-    assert cfg.model.new_key == [1, 2]
+    assert cfg.model.encoder_depth_list == [1, 2]  # a new key under a component dict: a real parameter
 
 
 def test_unknown_top_level_key_suggests(config_dir):

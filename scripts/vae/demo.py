@@ -15,7 +15,7 @@ from opensora_ae.command import debug_requested, run_script, strip_debug, wants_
 def main(argv: list[str] | None = None) -> None:
     args = strip_debug(sys.argv[1:] if argv is None else argv)
     if wants_help(args):
-        print(__doc__.strip())
+        print(f"usage: demo [OUT_DIR] [--key value ...] [--debug True]\n\n{__doc__.strip()}")
         return
     from opensora_ae.demo import run_demo  # after --help: the demo's imports are not needed to print it
 
