@@ -1,17 +1,18 @@
 # Two commands on a fresh machine: `make demo` and `make test`.
-# VENV can point at a cached virtualenv (CI keys one by the hash of setup.py).
+# VENV can point at a cached virtualenv (CI keys one by the hash of pyproject.toml and .ci/constraints.txt).
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.opensora_ae-installed
+CONSTRAINTS := .ci/constraints.txt
 PYTEST_ARGS ?=
 
 .PHONY: install demo test clean
 
-$(STAMP): setup.py
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e '.[dev]'
 	touch $(STAMP)
 
 # The editable install records this checkout's path; re-point it cheaply when a cached venv is reused.
@@ -19,10 +20,10 @@ install: $(STAMP)
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
 
 demo: install
-	$(PY) scripts/vae/demo.py
+	$(VENV)/bin/opensora-ae demo
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 clean:
-	rm -rf outputs .pytest_cache
+	rm -rf outputs .pytest_cache build *.egg-info
