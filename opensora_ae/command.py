@@ -29,6 +29,29 @@ from opensora_ae.config import (ConfigError, Override, apply_overrides, check_co
 DEBUG_ENV = "OPENSORA_AE_DEBUG"
 
 
+def apply_model_config(cfg: Config, path: str) -> None:
+    """Open-Sora-Plan ``--model_config CONFIG.json``: the model's architecture comes from that file.
+
+    Keys starting with ``_`` (``_class_name``, ``_diffusers_version``: diffusers metadata) are ignored; keys set
+    on the command line afterwards still win.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"--model_config {path}: no such file; pass a model config.json (e.g. configs/vae/causal_vae/v1_1.json)")
+    try:
+        fields = json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--model_config {path}: invalid JSON at line {err.lineno} ({err.msg})") from None
+    if not isinstance(fields, dict):
+        raise ConfigError(f"--model_config {path}: expected a JSON object of model hyper-parameters")
+    if not isinstance(cfg.get("model"), dict):
+        raise ConfigError(f"--model_config {path}: the config has no model dict to apply it to")
+    for key, value in fields.items():
+        if not key.startswith("_"):
+            cfg.model[key] = value
+    check_component_keys(cfg, [f"model.{key}" for key in fields if not key.startswith("_")])
+
+
 @dataclass(frozen=True)
 class Alias:
     """A flag of an original project: the keys of ours it sets, or the error naming the exact equivalent."""
@@ -37,8 +60,12 @@ class Alias:
     targets: tuple[str, ...] = ()
     error: str | None = None
     spelling: str | None = None  # how the original project writes the flag, when not with underscores
+    apply: Callable[[Config, str], None] | None = None  # a flag that edits the config itself ...
+    summary: str | None = None  # ... and what it does, for --help
 
     def describe(self) -> str:
+        if self.summary:
+            return self.summary
         return " + ".join(f"--{target}" for target in self.targets) if self.targets else self.error or ""
 
 
@@ -52,7 +79,8 @@ COMMON_ALIASES: dict[str, Alias] = {
     "model_path": Alias("Open-Sora-Plan", _WEIGHTS),
     "video_path": Alias("Open-Sora-Plan", ("dataset.data_path",)),
     "enable_tiling": Alias("Open-Sora-Plan", ("model.use_spatial_tiling", "model.use_temporal_tiling")),
-    "model_config": Alias("Open-Sora-Plan", error="handled by apply_model_config"),
+    "model_config": Alias("Open-Sora-Plan", spelling="--model_config CONFIG.json", apply=apply_model_config,
+                          summary="the model's architecture from that file"),
 }
 INFERENCE_ALIASES: dict[str, Alias] = {
     **COMMON_ALIASES,
@@ -205,29 +233,6 @@ def wants_help(argv: Sequence[str]) -> bool:
     return any(token in ("-h", "--help") for token in argv)
 
 
-def apply_model_config(cfg: Config, path: str) -> None:
-    """Open-Sora-Plan ``--model_config CONFIG.json``: the model's architecture comes from that file.
-
-    Keys starting with ``_`` (``_class_name``, ``_diffusers_version``: diffusers metadata) are ignored; keys set
-    on the command line afterwards still win.
-    """
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"--model_config {path}: no such file; pass a model config.json (e.g. configs/vae/causal_vae/v1_1.json)")
-    try:
-        fields = json.loads(file.read_text())
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"--model_config {path}: invalid JSON at line {err.lineno} ({err.msg})") from None
-    if not isinstance(fields, dict):
-        raise ConfigError(f"--model_config {path}: expected a JSON object of model hyper-parameters")
-    if not isinstance(cfg.get("model"), dict):
-        raise ConfigError(f"--model_config {path}: the config has no model dict to apply it to")
-    for key, value in fields.items():
-        if not key.startswith("_"):
-            cfg.model[key] = value
-    check_component_keys(cfg, [f"model.{key}" for key in fields if not key.startswith("_")])
-
-
 def resolve_aliases(cfg: Config, overrides: Sequence[Override], command: Command) -> list[Override]:
     """Map the original projects' flags onto our keys; a flag the config itself defines is never an alias."""
     resolved: list[Override] = []
@@ -237,8 +242,8 @@ def resolve_aliases(cfg: Config, overrides: Sequence[Override], command: Command
             resolved.append(override)
             continue
         flag = f"--{override.key} ({alias.origin})"
-        if override.key == "model_config":
-            apply_model_config(cfg, override.text or "")
+        if alias.apply is not None:
+            alias.apply(cfg, override.text or "")
         elif alias.error:
             raise ConfigError(f"{flag}: {alias.error}")
         elif override.key in _CLIP_SIZE_ALIASES and cfg.get("bucket_config"):
@@ -281,8 +286,7 @@ def help_text(command: Command, argv: Sequence[str]) -> str:
     if command.aliases:
         lines += ["", "flags of the original projects (docs/config.md):"]
         lines += [f"  {alias.spelling or '--' + name:<32} {alias.describe()}  [{alias.origin}]"
-                  for name, alias in command.aliases.items() if name != "model_config"]
-        lines.append(f"  {'--model_config CONFIG.json':<32} model architecture from that file  [Open-Sora-Plan]")
+                  for name, alias in command.aliases.items()]
     config = next((token for token in argv if not token.startswith("-")), None)
     if config is not None:
         path = resolve_config_path(config, command.config_kind)
