@@ -118,11 +118,16 @@ class Command:
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean "fix the config, the flags, the files or the disk": one line, no traceback."""
+    """Errors that mean "fix the config, the flags, the files or the disk": one line, no traceback.
+
+    ``NonFiniteLossError`` is the training loop's stop after too many non-finite steps in a row: its message
+    says what to change (learning rate, data, dtype).
+    """
     from opensora_ae.data.video_io import VideoReadError
     from opensora_ae.models.checkpoint_io import CheckpointError
+    from opensora_ae.train.loop import NonFiniteLossError
 
-    return ConfigError, ValueError, KeyError, OSError, CheckpointError, VideoReadError
+    return ConfigError, ValueError, KeyError, OSError, CheckpointError, VideoReadError, NonFiniteLossError
 
 
 def parse_bool(text: str) -> bool:

@@ -19,6 +19,7 @@ from opensora_ae.config import CONFIGS_DIR, ConfigError
 from opensora_ae.models import build_model
 from opensora_ae.models.checkpoint_io import CheckpointError
 from opensora_ae.train import loop
+from train_helpers import tiny_config, write_config
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = ("train", "inference", "eval", "stats", "compare", "demo")
@@ -133,6 +134,7 @@ def test_train_user_errors_are_one_line_with_traceback_on_debug(tmp_path, monkey
     OSError(errno.ENOSPC, "No space left on device", "run/epoch0-global_step4"),
     CheckpointError("run/epoch0-global_step4/optimizer.pt is truncated"),
     ConfigError("--max_steps: expected an int"),
+    loop.NonFiniteLossError("10 non-finite losses in a row (last batch: a.mp4); lower optim.lr"),
 ])
 def test_errors_from_the_training_loop_are_one_line(error, tmp_path, monkeypatch, capsys):
     def failing_train(cfg):
@@ -144,6 +146,15 @@ def test_errors_from_the_training_loop_are_one_line(error, tmp_path, monkeypatch
     assert run_main("train", [str(config)], monkeypatch) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and str(error.args[-1]) in err[0]
+
+
+def test_a_real_training_run_with_missing_data_is_one_line(tmp_path, monkeypatch, capsys):
+    config = write_config(tmp_path / "tiny.py", tiny_config(tmp_path / "clips", max_steps=1))
+    missing = tmp_path / "missing.csv"
+    argv = [str(config), "--save-dir", str(tmp_path / "run"), "--dataset.data_path", str(missing)]
+    assert run_main("train", argv, monkeypatch) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and str(missing) in err[0]  # the wording is the dataset's
 
 
 def test_missing_lpips_backbone_fails_before_building_anything(tmp_path, monkeypatch, capsys):
