@@ -27,6 +27,7 @@ from opensora_ae.config import (ConfigError, Override, apply_overrides, check_co
                                 parse_overrides, parse_value, read_config_file, resolve_config_path, shipped_configs)
 
 DEBUG_ENV = "OPENSORA_AE_DEBUG"
+PRINT_CONFIG = "print_config"
 
 
 def apply_model_config(cfg: Config, path: str) -> None:
@@ -238,6 +239,11 @@ def wants_help(argv: Sequence[str]) -> bool:
     return any(token in ("-h", "--help") for token in argv)
 
 
+def wants_print_config(overrides: Sequence[str]) -> bool:
+    """``--print-config [True]`` (or ``--print_config``) among the override tokens: a flag, not a config key."""
+    return any(override.key == PRINT_CONFIG and override.value is True for override in parse_overrides(overrides))
+
+
 def resolve_aliases(cfg: Config, overrides: Sequence[Override], command: Command) -> list[Override]:
     """Map the original projects' flags onto our keys; a flag the config itself defines is never an alias."""
     resolved: list[Override] = []
@@ -266,7 +272,7 @@ def load_command_config(command: Command, argv: Sequence[str]) -> Config:
                           f"or a shipped config name ({', '.join(shipped_configs(command.config_kind))})")
     path = resolve_config_path(argv[0], command.config_kind)
     cfg = read_config_file(path)
-    overrides = [override for override in parse_overrides(argv[1:]) if override.key != "print_config"]
+    overrides = [override for override in parse_overrides(argv[1:]) if override.key != PRINT_CONFIG]
     apply_overrides(cfg, resolve_aliases(cfg, overrides, command), command.extra_keys)
     cfg.config_path = str(path)
     cfg.config_name = path.stem
@@ -312,7 +318,7 @@ def run_command(command: Command, main: Callable[[Config], None], argv: Sequence
             print(help_text(command, argv))
             return
         cfg = load_command_config(command, argv)
-        if "--print-config" in argv:
+        if wants_print_config(argv[1:]):
             print(format_config(cfg))
             return
         main(cfg)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import inspect
 import math
 import sys
 from pathlib import Path
@@ -209,8 +210,9 @@ def apply_override(cfg: Config, override: Override, extra_keys: Iterable[str] = 
     return not exists and len(parts) > 1
 
 
-def component_parameters(name: str, component: Mapping[str, Any]) -> set[str] | None:
-    """Keys the component dict ``name`` may hold (constructor parameters + builder keys); None = any key."""
+def component_parameters(name: str, component: Mapping[str, Any]) -> dict[str, type | None] | None:
+    """Keys the component dict ``name`` may hold -> their expected type (None: any): the built class's constructor
+    parameters plus the builder's keys; None = any key."""
     from opensora_ae import registry
 
     spec = COMPONENTS[name]
@@ -224,24 +226,56 @@ def component_parameters(name: str, component: Mapping[str, Any]) -> set[str] | 
     parameters = registry.init_parameters(cls)
     if parameters is None:
         return None
-    return parameters | set(BUILDER_KEYS.get(name, ()))
+    types = {key: _parameter_type(parameter) for key, parameter in parameters.items()}
+    return {**dict.fromkeys(BUILDER_KEYS.get(name, ())), **types}
+
+
+_ANNOTATION_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _parameter_type(parameter: inspect.Parameter) -> type | None:
+    """The type a constructor parameter takes: its default's, else a plain annotation (``int``, ``int | None``)."""
+    if parameter.default is not parameter.empty and parameter.default is not None:
+        return _value_type(parameter.default)
+    annotation = parameter.annotation
+    if isinstance(annotation, type):
+        return _ANNOTATION_TYPES.get(annotation.__name__)
+    parts = {part.strip() for part in str(annotation).split("|")} - {"None"}
+    return _ANNOTATION_TYPES.get(parts.pop()) if len(parts) == 1 else None
+
+
+def _new_component_key(cfg: Config, key: str) -> tuple[str, str] | None:
+    """``("model", "latent_channels")`` for a direct key of a checkable component dict, else None."""
+    top, _, rest = key.partition(".")
+    if top not in COMPONENTS or not rest or "." in rest or not isinstance(cfg.get(top), dict):
+        return None
+    if "params" in cfg[top] and "target" in cfg[top]:
+        return None  # LVDM-style: keys beside params are merged; checked by the constructor itself
+    return top, rest
 
 
 def check_component_keys(cfg: Config, new_keys: Iterable[str]) -> None:
     """Refuse new keys under component dicts that the built class does not take, naming the closest parameter."""
     for key in new_keys:
-        top, _, rest = key.partition(".")
-        if top not in COMPONENTS or "." in rest or not isinstance(cfg.get(top), dict):
+        found = _new_component_key(cfg, key)
+        parameters = component_parameters(found[0], cfg[found[0]]) if found else None
+        if parameters is None or found[1] in parameters:
             continue
-        component = cfg[top]
-        if "params" in component and "target" in component:
-            continue  # LVDM-style: keys beside params are merged; checked by the constructor itself
-        parameters = component_parameters(top, component)
-        if parameters is None or rest in parameters:
-            continue
+        top = found[0]
         known = [f"{top}.{name}" for name in sorted(parameters)]
         hint = _suggest(key, known) or f"; {top} takes: {', '.join(sorted(parameters))}"
         raise ConfigError(f"unknown config key --{key}{hint}")
+
+
+def coerce_component_values(cfg: Config, overrides: Iterable[Override]) -> None:
+    """New component keys take the type of the constructor parameter's default (``--model.latent_channels abc``
+    is "expected an int", not a string that fails inside the model)."""
+    for override in overrides:
+        found = _new_component_key(cfg, override.key)
+        parameters = component_parameters(found[0], cfg[found[0]]) if found else None
+        expected = (parameters or {}).get(found[1]) if found else None
+        if expected is not None:
+            cfg[found[0]][found[1]] = coerce_value(override.key, override, expected)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -332,8 +366,9 @@ def load_config(
 def apply_overrides(cfg: Config, overrides: Iterable[Override], extra_keys: Iterable[str] = ()) -> None:
     """Apply parsed overrides in order, then check the new component keys against their classes."""
     extra_keys = tuple(extra_keys)
-    new_keys = [override.key for override in overrides if apply_override(cfg, override, extra_keys)]
-    check_component_keys(cfg, new_keys)
+    new = [override for override in overrides if apply_override(cfg, override, extra_keys)]
+    check_component_keys(cfg, [override.key for override in new])
+    coerce_component_values(cfg, new)
 
 
 def parse_args(argv: Sequence[str] | None = None, extra_keys: Iterable[str] = ()) -> Config:

@@ -59,13 +59,13 @@ def component_class(cfg: Mapping[str, Any], registry: Registry) -> type:
     return cls
 
 
-def init_parameters(cls: type) -> set[str] | None:
-    """Names ``cls(...)`` accepts as keywords; None when its ``__init__`` takes ``**kwargs`` (any name)."""
-    parameters = inspect.signature(cls.__init__).parameters.values()
+def init_parameters(cls: type) -> dict[str, inspect.Parameter] | None:
+    """The keyword parameters of ``cls(...)`` by name; None when its ``__init__`` takes ``**kwargs`` (any name)."""
+    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]  # without self
     if any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
         return None
     keyword_kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return {parameter.name for parameter in parameters if parameter.kind in keyword_kinds} - {"self"}
+    return {parameter.name: parameter for parameter in parameters if parameter.kind in keyword_kinds}
 
 
 def build(cfg: dict | None, registry: Registry, **extra: Any) -> Any:

@@ -78,6 +78,11 @@ def test_unknown_component_key_suggests_the_class_parameter(config_dir):
     cfg = load_config(config_dir / "base.py", ["--model.latent_channels", "4", "--dataset.num_frames", "5",
                                                "--model.random_init", "True"])
     assert (cfg.model.latent_channels, cfg.dataset.num_frames, cfg.model.random_init) == (4, 5, True)
+    # a new key takes the type of the parameter's default
+    cfg = load_config(config_dir / "base.py", ["--model.latent_channels", "1.6e1", "--model.model_name", "123"])
+    assert cfg.model.latent_channels == 16 and type(cfg.model.latent_channels) is int and cfg.model.model_name == "123"
+    with pytest.raises(ConfigError, match="--model.latent_channels: expected an int, got 'abc'"):
+        load_config(config_dir / "base.py", ["--model.latent_channels", "abc"])
 
 
 def test_config_syntax_error_names_file_and_line(tmp_path):
