@@ -139,36 +139,34 @@ def parse_bool(text: str) -> bool:
     return value
 
 
+def split_debug(argv: Sequence[str]) -> tuple[list[str], bool]:
+    """``argv`` without ``--debug [VALUE]`` / ``--debug=VALUE`` (not a config key), and whether it asked for
+    tracebacks (a bare ``--debug`` does; ``--debug false`` does not)."""
+    kept, debug, index = [], False, 0
+    while index < len(argv):
+        token = argv[index]
+        name, has_equals, text = token.partition("=")
+        if name != "--debug":
+            kept.append(token)
+            index += 1
+            continue
+        if not has_equals:
+            has_value = index + 1 < len(argv) and not argv[index + 1].startswith("--")
+            text = argv[index + 1] if has_value else "true"
+            index += 1 if has_value else 0
+        debug = parse_value(text) is True
+        index += 1
+    return kept, debug
+
+
 def debug_requested(argv: Sequence[str] = ()) -> bool:
     """``--debug [True]`` on the command line or ``OPENSORA_AE_DEBUG=1`` in the environment."""
-    if os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes"):
-        return True
-    return any(value is True for key, value in _debug_flags(argv))
-
-
-def _debug_flags(argv: Sequence[str]) -> list[tuple[str, Any]]:
-    flags = []
-    for index, token in enumerate(argv):
-        if token == "--debug" or token.startswith("--debug="):
-            text = token.partition("=")[2] if "=" in token else (
-                argv[index + 1] if index + 1 < len(argv) and not argv[index + 1].startswith("--") else "true")
-            flags.append((token, parse_value(text)))
-    return flags
+    return os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes") or split_debug(argv)[1]
 
 
 def strip_debug(argv: Sequence[str]) -> list[str]:
-    """``argv`` without ``--debug [VALUE]`` (it is not a config key)."""
-    kept, index = [], 0
-    while index < len(argv):
-        token = argv[index]
-        if token == "--debug":
-            has_value = index + 1 < len(argv) and not argv[index + 1].startswith("--")
-            index += 2 if has_value else 1
-            continue
-        if not token.startswith("--debug="):
-            kept.append(token)
-        index += 1
-    return kept
+    """``argv`` without its ``--debug`` flag."""
+    return split_debug(argv)[0]
 
 
 def _error_line(err: BaseException) -> str:

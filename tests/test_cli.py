@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from opensora_ae import cli
-from opensora_ae.command import INFERENCE_ALIASES, TRAIN_ALIASES, Command, load_command_config
+from opensora_ae.command import INFERENCE_ALIASES, TRAIN_ALIASES, Command, load_command_config, split_debug
 from opensora_ae.config import CONFIGS_DIR, ConfigError
 from opensora_ae.models import build_model
 from opensora_ae.models.checkpoint_io import CheckpointError
@@ -199,3 +199,10 @@ def test_console_command_dispatches_to_the_scripts(tmp_path, monkeypatch, capsys
         cli.main(["stats", "video_dc_ae", "--batch_size", "abc"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == "error: --batch_size: expected an int, got 'abc'"
+
+
+def test_debug_flag_is_taken_out_of_the_overrides():
+    assert split_debug(["cfg.py", "--debug", "True", "--max_steps", "1"]) == (["cfg.py", "--max_steps", "1"], True)
+    assert split_debug(["cfg.py", "--debug"]) == (["cfg.py"], True)
+    assert split_debug(["--debug=FALSE", "cfg.py"]) == (["cfg.py"], False)
+    assert split_debug(["cfg.py", "--debug", "--max_steps", "2"]) == (["cfg.py", "--max_steps", "2"], True)
