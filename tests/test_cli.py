@@ -206,3 +206,13 @@ def test_debug_flag_is_taken_out_of_the_overrides():
     assert split_debug(["cfg.py", "--debug"]) == (["cfg.py"], True)
     assert split_debug(["--debug=FALSE", "cfg.py"]) == (["cfg.py"], False)
     assert split_debug(["cfg.py", "--debug", "--max_steps", "2"]) == (["cfg.py", "--max_steps", "2"], True)
+
+
+def test_compare_errors_are_one_line(tmp_path, monkeypatch, capsys):
+    argv = ["--real_video_dir", str(tmp_path / "none"), "--generated_video_dir", str(tmp_path), "--save-dir",
+            str(tmp_path / "cmp")]
+    assert run_main("compare", argv, monkeypatch) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and str(tmp_path / "none") in err[0]
+    assert run_main("compare", [*argv, "--debug", "maybe"], monkeypatch) == 2  # argparse's usage error
+    assert "argument --debug: invalid parse_bool value: 'maybe'" in capsys.readouterr().err
