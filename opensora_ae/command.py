@@ -38,7 +38,8 @@ def apply_model_config(cfg: Config, path: str) -> None:
     """
     file = Path(path)
     if not file.is_file():
-        raise ConfigError(f"--model_config {path}: no such file; pass a model config.json (e.g. configs/vae/causal_vae/v1_1.json)")
+        raise ConfigError(
+            f"--model_config {path}: no such file; pass a model config.json (e.g. configs/vae/causal_vae/v1_1.json)")
     try:
         fields = json.loads(file.read_text())
     except json.JSONDecodeError as err:
@@ -257,7 +258,8 @@ def resolve_aliases(cfg: Config, overrides: Sequence[Override], command: Command
             raise ConfigError(f"{flag}: {alias.error}")
         elif override.key in _CLIP_SIZE_ALIASES and cfg.get("bucket_config"):
             raise ConfigError(f"{flag}: this config draws clip sizes from bucket_config; set --bucket_config "
-                              f"\"{{'256px_ar1:1': {{17: (1.0, 1)}}}}\" ({{resolution: {{num_frames: (keep probability, batch size)}}}})")
+                              f"\"{{'256px_ar1:1': {{17: (1.0, 1)}}}}\" "
+                              f"({{resolution: {{num_frames: (keep probability, batch size)}}}})")
         else:
             resolved.extend(Override(target, override.text) for target in alias.targets)
     return resolved

@@ -96,7 +96,8 @@ def option_key(token: str) -> str:
 
 
 def parse_overrides(tokens: Sequence[str]) -> list[Override]:
-    """``["--a.b", "1", "--c=x", "--flag"]`` -> ``[Override("a.b", "1"), Override("c", "x"), Override("flag", None)]``."""
+    """``["--a.b", "1", "--c=x", "--flag"]`` -> ``[Override("a.b", "1"), Override("c", "x"),
+    Override("flag", None)]``."""
     overrides: list[Override] = []
     index = 0
     while index < len(tokens):
@@ -355,7 +356,8 @@ def load_config(
     """Load a config file and apply command-line override tokens to it."""
     path = Path(config_path)
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist; pass a .py file such as configs/vae/train/demo_dc_ae.py")
+        raise ConfigError(
+            f"config file {str(path)!r} does not exist; pass a .py file such as configs/vae/train/demo_dc_ae.py")
     cfg = read_config_file(path)
     apply_overrides(cfg, parse_overrides(overrides), extra_keys)
     cfg.config_path = str(path)

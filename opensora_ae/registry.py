@@ -48,7 +48,8 @@ def component_class(cfg: Mapping[str, Any], registry: Registry) -> type:
     if "target" in cfg:
         return import_object(cfg["target"])
     if "type" not in cfg:
-        raise KeyError(f"{registry.name} config needs 'type' (registered name) or 'target' (dotted path): got keys {sorted(cfg)}")
+        raise KeyError(f"{registry.name} config needs 'type' (registered name) or 'target' (dotted path): "
+                       f"got keys {sorted(cfg)}")
     if not isinstance(cfg["type"], str):
         return cfg["type"]
     _ensure_registered()

@@ -142,7 +142,7 @@ def test_errors_from_the_training_loop_are_one_line(error, tmp_path, monkeypatch
 
     monkeypatch.setattr(loop, "train", failing_train)
     config = tmp_path / "tiny.py"
-    config.write_text("model = dict(type='dc_ae', model_name='dc-ae-f32t4c128')\nvae_loss_config = dict(perceptual_loss_weight=0)\n")
+    config.write_text("model = dict(type='dc_ae')\nvae_loss_config = dict(perceptual_loss_weight=0)\n")
     assert run_main("train", [str(config)], monkeypatch) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and str(error.args[-1]) in err[0]

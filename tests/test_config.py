@@ -42,8 +42,11 @@ def test_parse_literals_and_forms():
     assert parsed[0] == Override("lr", "3e-4") and parsed[-1] == Override("flag", None)
 
 
-@pytest.mark.parametrize("text, value", [("false", False), ("False", False), ("FALSE", False), ("true", True),
-                                         ("True", True), ("none", None), ("None", None), ("NULL", None), ("null", None)])
+LITERALS = [("false", False), ("False", False), ("FALSE", False), ("true", True), ("True", True), ("none", None),
+            ("None", None), ("NULL", None), ("null", None)]
+
+
+@pytest.mark.parametrize("text, value", LITERALS)
 def test_literal_words_in_any_case(config_dir, text, value):
     cfg = load_config(config_dir / "base.py", ["--grad_checkpoint", text, "--model.from_pretrained", text,
                                                "--wandb", text], extra_keys=["wandb"])
