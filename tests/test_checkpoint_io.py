@@ -126,10 +126,10 @@ def test_error_lists_at_most_ten_and_names_family():
 
 def test_config_capture_and_save_roundtrip(tmp_path):
     model = TinyNet(width=6, depth=3)
-    assert model.config == {"width": 6, "depth": 3}
+    assert model.config == {"width": 6, "depth": 3, "names": ["a", "b"]}  # defaults included
     model.save_pretrained(tmp_path / "m")
     saved = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert saved == {"type": "_test_tiny_net", "width": 6, "depth": 3}
+    assert saved == {"type": "_test_tiny_net", "width": 6, "depth": 3, "names": ["a", "b"]}
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
     again = TinyNet.from_pretrained(tmp_path / "m")
     assert again.config == model.config
