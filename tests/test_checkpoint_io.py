@@ -373,14 +373,18 @@ def test_tencent_hunyuan_vae_folder_loads(tmp_path):
 
 
 def test_fsdp2_model_saves_its_registered_type(tmp_path):
-    from torch.distributed.fsdp import FSDPModule
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
 
     from opensora_ae.models.config_io import write_config_json
 
-    # fully_shard swaps the class for type(f"FSDP{name}", (FSDPModule, cls), ...): the same dynamic subclass here.
-    model = TinyNet(width=2)
-    model.__class__ = type("FSDPTinyNet", (FSDPModule, TinyNet), {})
-    write_config_json(model, tmp_path)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        model = fully_shard(TinyNet(width=2))  # swaps the class for a dynamic FSDPTinyNet(FSDPModule, TinyNet)
+        assert type(model).__name__ == "FSDPTinyNet"
+        write_config_json(model, tmp_path)
+    finally:
+        dist.destroy_process_group()
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["type"] == "_test_tiny_net" and "target" not in saved
     save_file(TinyNet(width=2).state_dict(), str(tmp_path / "model.safetensors"))

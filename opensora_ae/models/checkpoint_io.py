@@ -38,7 +38,9 @@ from .config_io import (
     CheckpointError,
     atomic_write,
     capture_config,
+    config_model_class,
     constructor_kwargs,
+    read_config_json,
     read_folder_config,
     read_json_file,
     registry_name,
@@ -524,8 +526,6 @@ class PretrainedMixin:
     @classmethod
     def config_from_file(cls, path: str | os.PathLike) -> dict[str, Any]:
         """Constructor kwargs of a ``config.json`` file (metadata ``_*`` keys dropped, unknown keys refused)."""
-        from .config_io import read_config_json
-
         return constructor_kwargs(cls, read_config_json(path), path)
 
     @classmethod
@@ -552,6 +552,7 @@ class PretrainedMixin:
         strict: bool = True,
         state_dict_key: str | None = None,
         subfolder: str | None = None,
+        revision: str | None = None,
         local_files_only: bool | None = None,
         **overrides: Any,
     ):
@@ -562,7 +563,7 @@ class PretrainedMixin:
         ``config.json`` (for a file: the ``config.json`` beside it), updated by ``overrides``.
         ``state_dict_key`` picks a checkpoint entry (Lightning: ``"state_dict"`` instead of the EMA weights).
         """
-        local = resolve_pretrained(path, subfolder=subfolder, local_files_only=local_files_only)
+        local = resolve_pretrained(path, subfolder=subfolder, revision=revision, local_files_only=local_files_only)
         config_folder = stored_config_folder(local)
         stored = cls.config_from_pretrained_dir(config_folder) if config_folder else {}
         kwargs = {**stored, **overrides}
@@ -572,8 +573,6 @@ class PretrainedMixin:
 
 def _describes_model(folder: Path) -> bool:
     """True when ``folder/config.json`` names one of our model families (so it describes a file beside it)."""
-    from .config_io import config_model_class
-
     config = read_folder_config(folder)
     return config is not None and config_model_class(config, folder / CONFIG_FILE_NAME) is not None
 

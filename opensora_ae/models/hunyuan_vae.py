@@ -29,6 +29,7 @@ from ..registry import MODELS
 from .base import VideoAutoencoder
 from .checkpoint_io import (CONFIG_FILE_NAME, CheckpointError, PretrainedMixin, StateDict, read_folder_config,
                             save_state_dict_file)
+from .config_io import atomic_write
 from .layers.attention import VideoSelfAttention
 from .layers.conv import CausalConv3d
 from .layers.posterior import DiagonalGaussianDistribution
@@ -369,7 +370,7 @@ class HunyuanVAE(PretrainedMixin, VideoAutoencoder):
         folder = Path(folder)
         config = self._diffusers_config()
         save_state_dict_file(self.state_dict(), folder / DIFFUSERS_WEIGHTS)
-        (folder / CONFIG_FILE_NAME).write_text(json.dumps(config, indent=2) + "\n")
+        atomic_write(folder / CONFIG_FILE_NAME, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
         return folder
 
     def _diffusers_config(self) -> dict[str, Any]:
