@@ -266,7 +266,12 @@ def test_from_pretrained_eval_dtype_and_no_random_init(tmp_path, monkeypatch):
     model, folder = _saved_folder(tmp_path)
     init_calls = []
     original = nn.init.kaiming_uniform_
-    monkeypatch.setattr(nn.init, "kaiming_uniform_", lambda t, *a, **k: init_calls.append(t.is_meta) or original(t, *a, **k))
+
+    def recording_init(tensor, *args, **kwargs):
+        init_calls.append(tensor.is_meta)
+        return original(tensor, *args, **kwargs)
+
+    monkeypatch.setattr(nn.init, "kaiming_uniform_", recording_init)
     loaded = TinyNet.from_pretrained(folder, torch_dtype=torch.float64, device="cpu")
     assert init_calls and all(init_calls)  # every weight init ran on meta tensors: nothing was computed
     assert not loaded.training and loaded.encoder[0].weight.dtype == torch.float64

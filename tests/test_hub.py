@@ -102,7 +102,8 @@ def test_offline_and_not_cached_is_one_line_with_the_download_command(hub_cache)
     cases = {
         "hpcai-tech/OpenSora-VAE-v1.2": "hf download hpcai-tech/OpenSora-VAE-v1.2`",
         "LanguageBind/Open-Sora-Plan-v1.1.0/vae": "hf download LanguageBind/Open-Sora-Plan-v1.1.0 --include 'vae/*'`",
-        "hpcai-tech/Open-Sora-v2/hunyuan_vae.safetensors": "hf download hpcai-tech/Open-Sora-v2 hunyuan_vae.safetensors`",
+        "hpcai-tech/Open-Sora-v2/hunyuan_vae.safetensors":
+            "hf download hpcai-tech/Open-Sora-v2 hunyuan_vae.safetensors`",
     }
     for source, command in cases.items():
         with pytest.raises(FileNotFoundError) as info:

@@ -166,17 +166,17 @@ def _registered_classes() -> dict[str, type]:
 
 
 def _class_by_target(target: str, path: Path) -> type:
-    """The class a ``target`` entry names; ``abc.FSDP<Name>`` (written by FSDP2 runs before ``type`` was used)
-    maps back to the registered class ``<Name>``."""
+    """The class a ``target`` entry names; ``abc.FSDP<Name>`` (written by FSDP2 runs before ``type`` was used, a
+    dynamic class no import finds) maps back to the registered class ``<Name>``."""
     from ..registry import import_object
 
-    class_name = target.rpartition(".")[2]
-    for cls in _registered_classes().values():
-        if class_name in (cls.__name__, f"FSDP{cls.__name__}"):
-            return cls
     try:
         return import_object(target)
-    except ImportError as err:
+    except (ImportError, ValueError) as err:
+        class_name = target.rpartition(".")[2]
+        for cls in _registered_classes().values():
+            if class_name == f"FSDP{cls.__name__}":
+                return cls
         raise CheckpointError(f"{path}: 'target': {target!r} cannot be imported ({err}); set 'type' instead") from err
 
 
@@ -187,7 +187,8 @@ def config_model_class(config: Mapping[str, Any], path: str | os.PathLike) -> ty
     classes = _registered_classes()
     if "type" in config:
         if config["type"] not in classes:
-            raise CheckpointError(f"{path}: unknown model type {config['type']!r}; registered: {', '.join(sorted(classes))}")
+            known = ", ".join(sorted(classes))
+            raise CheckpointError(f"{path}: unknown model type {config['type']!r}; registered: {known}")
         return classes[config["type"]]
     if "target" in config:
         return _class_by_target(str(config["target"]), path)
