@@ -397,3 +397,15 @@ def test_fsdp2_model_saves_its_registered_type(tmp_path):
     # Folders written before this fix carry "target": "abc.FSDP<Class>": they load too.
     (tmp_path / "config.json").write_text(json.dumps({"target": "abc.FSDPTinyNet", "width": 2}))
     assert type(build_model(dict(from_pretrained=str(tmp_path)))) is TinyNet
+
+
+def test_legacy_format_pickle_with_objects_and_non_checkpoint_files(tmp_path):
+    import argparse
+
+    torch.save({"state_dict": _state(), "args": argparse.Namespace(lr=1.0)}, tmp_path / "legacy.pt",
+               _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match=r"legacy\.pt: holds Python objects besides tensors \(argparse\.Namespace"):
+        load_state_dict_file(tmp_path / "legacy.pt")
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"notes\.pt is truncated or not a torch checkpoint"):
+        load_state_dict_file(tmp_path / "notes.pt")

@@ -181,14 +181,17 @@ def _load_safetensors(path: Path) -> StateDict:
         raise _truncated(path, "safetensors", _first_line(err)) from err
 
 
-def _unsafe_globals(path: Path) -> list[str]:
-    """Python classes a zip-format torch pickle needs besides tensors (e.g. ``argparse.Namespace``)."""
+def _unsafe_globals(path: Path, err: BaseException) -> list[str]:
+    """Python classes a torch pickle needs besides tensors (e.g. ``argparse.Namespace``): listed from the archive
+    (zip format), else from the ``GLOBAL <name>`` that the weights-only unpickler names in its error."""
     from torch.serialization import get_unsafe_globals_in_checkpoint
 
-    try:
-        return get_unsafe_globals_in_checkpoint(str(path))
-    except Exception:  # an unreadable archive: the caller reports the original error
-        return []
+    if zipfile.is_zipfile(path):
+        try:
+            return get_unsafe_globals_in_checkpoint(str(path))
+        except Exception:  # an unreadable archive: the caller reports the original error
+            return []
+    return sorted(set(re.findall(r"GLOBAL ([\w.]+)", _ANSI.sub("", str(err)))))
 
 
 def _load_pickle(path: Path) -> Any:
@@ -196,15 +199,15 @@ def _load_pickle(path: Path) -> Any:
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
-        if not zipfile.is_zipfile(path) and not isinstance(err, pickle.UnpicklingError):
-            raise _truncated(path, "torch checkpoint (.pt/.ckpt)", _first_line(err)) from err
-        objects = _unsafe_globals(path) if zipfile.is_zipfile(path) else []
+        objects = _unsafe_globals(path, err)
         if objects:
             raise CheckpointError(
                 f"{path}: holds Python objects besides tensors ({', '.join(objects)}), which "
                 f"torch.load(weights_only=True) refuses to run; re-save only its weights from a Python session you "
                 f"trust, e.g. torch.save(ckpt['state_dict'], 'weights.pt'), or convert them to .safetensors"
             ) from err
+        if not zipfile.is_zipfile(path):
+            raise _truncated(path, "torch checkpoint (.pt/.ckpt)", _first_line(err)) from err
         raise CheckpointError(
             f"{path}: cannot load with torch.load(weights_only=True) ({_first_line(err)}); re-save only the "
             f"state dict, e.g. torch.save(ckpt['state_dict'], 'weights.pt'), or convert it to .safetensors"
