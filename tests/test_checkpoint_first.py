@@ -134,3 +134,33 @@ def test_user_keys_that_contradict_the_checkpoint_are_one_error(tmp_path: Path) 
     # A user-set key that agrees with the checkpoint is fine.
     agreeing, keys = _model_cfg(config, ["--model.from_pretrained", str(tmp_path / "vae"), "--model.hidden_size", "32"])
     assert build_model(agreeing, user_keys=keys).config["hidden_size"] == 32
+
+
+def test_runtime_keys_of_the_next_stage_config_apply(tmp_path: Path) -> None:
+    """A stage's checkpoint continues with the next stage's config: the architecture comes from the checkpoint,
+    the freezing / checkpointing switches from the config (Open-Sora 1.2 stage 1 -> 2, DC-AE -> its GAN phase)."""
+    from parity_utils import model_config
+
+    from opensora_ae.models.dc_ae import VideoDCAE
+    from opensora_ae.models.opensora_v1_2 import OpenSoraVAEV12
+
+    tiny = {k: v for k, v in model_config("opensora1_2_vae").items() if k not in ("type", "from_pretrained")}
+    stage1 = OpenSoraVAEV12(**tiny, freeze_vae_2d=True)
+    stage1.save_pretrained(tmp_path / "stage1")
+    model_cfg, _ = _model_cfg(CONFIGS / "train" / "stage2.py", ["--model.from_pretrained", str(tmp_path / "stage1")])
+    stage2 = build_model(model_cfg)
+    assert stage2.config["vae_temporal"] == stage1.config["vae_temporal"]  # the tiny architecture
+    spatial = dict(stage2.spatial_vae.module.named_parameters())
+    assert spatial["encoder.conv_in.weight"].requires_grad  # freeze_vae_2d=False from stage2.py
+    assert not spatial["decoder.conv_in.weight"].requires_grad  # freeze_vae_2d_decoder=True from stage2.py
+    assert _same_state(stage2, stage1.state_dict())
+
+    dc_ae = VideoDCAE(latent_channels=4, width_list=(8, 16), encoder_depth_list=(1, 1), decoder_depth_list=(1, 1),
+                      encoder_block_types=("ResBlock", "ResBlock"), decoder_block_types=("ResBlock", "ResBlock"),
+                      temporal_downsample=(True, False))
+    dc_ae.save_pretrained(tmp_path / "dc_ae")
+    tokens = ["--model.from_pretrained", str(tmp_path / "dc_ae")]
+    model_cfg, _ = _model_cfg(CONFIGS / "train" / "video_dc_ae_disc.py", tokens)
+    disc_phase = build_model(model_cfg)
+    assert disc_phase.latent_channels == 4 and disc_phase.config["disc_off_grad_ckpt"] is True
+    assert disc_phase.decoder.disc_off_grad_ckpt
