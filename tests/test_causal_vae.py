@@ -20,7 +20,7 @@ from parity_utils import (
 from safetensors.torch import load_file
 
 from opensora_ae.models import build_model
-from opensora_ae.models.causal_vae import CausalVAEModel, load_lightning_state_dict, load_release_config
+from opensora_ae.models.causal_vae import CausalVAEModel
 from opensora_ae.models.causal_vae_blocks import (
     AttnBlock3D,
     AttnBlock3DFix,
@@ -38,7 +38,7 @@ from opensora_ae.models.causal_vae_blocks import (
     causal_conv,
     frame_conv,
 )
-from opensora_ae.models.checkpoint_io import CheckpointError, load_weights
+from opensora_ae.models.checkpoint_io import CheckpointError, load_state_dict_file, load_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_NAME = "osp_causalvae_v1_1"
@@ -48,7 +48,7 @@ CONFIGS = ROOT / "configs" / "vae" / "causal_vae"
 
 def tiny_kwargs(config: str = "v1_1.json", **overrides) -> dict:
     """A shipped config's block layout at the smallest width GroupNorm(32) allows."""
-    kwargs = load_release_config(CONFIGS / config)
+    kwargs = CausalVAEModel.config_from_file(CONFIGS / config)
     kwargs.update(hidden_size=32, hidden_size_mult=[1, 1, 1, 1], num_res_blocks=1)
     kwargs.update(overrides)
     return kwargs
@@ -83,7 +83,7 @@ def test_parity_with_reference() -> None:
 
 def test_strict_loading_reports_missing_and_unexpected_keys() -> None:
     weights = load_file(str(FIXTURE / "weights.safetensors"))
-    kwargs = load_release_config(CONFIGS / "v1_1.json")
+    kwargs = CausalVAEModel.config_from_file(CONFIGS / "v1_1.json")
     kwargs.update(hidden_size=32, hidden_size_mult=[1, 2, 1, 1], num_res_blocks=1)
     model = CausalVAEModel(**kwargs)
     broken = dict(weights)
@@ -137,9 +137,9 @@ def test_bad_config_names_the_key() -> None:
 
 
 def test_config_file_errors(tmp_path: Path) -> None:
-    config = {**load_release_config(CONFIGS / "v1_1.json"), "use_tiling": True}
+    config = {**CausalVAEModel.config_from_file(CONFIGS / "v1_1.json"), "use_tiling": True}
     (tmp_path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match=r"config\.json: unknown CausalVAEModel config keys \['use_tiling'\]"):
+    with pytest.raises(CheckpointError, match=r"config\.json: unknown CausalVAEModel config keys \['use_tiling'\]"):
         CausalVAEModel.from_config_file(tmp_path / "config.json")
     (tmp_path / "config.json").write_text(json.dumps({"type": "dc_ae"}))
     with pytest.raises(CheckpointError, match="'dc_ae' model, not causal_vae"):
@@ -175,15 +175,15 @@ def test_lightning_checkpoint_paths(tmp_path: Path) -> None:
 
     _assert_state_equal(CausalVAEModel.from_pretrained(tmp_path / "step-1200.ckpt"), ema)
     _assert_state_equal(CausalVAEModel.from_pretrained(tmp_path), ema)
-    _assert_state_equal(CausalVAEModel.from_pretrained(tmp_path / "step-1200.ckpt", use_ema=False), plain)
-    # build_model reads a .ckpt like any weights file: its state_dict, loss.* dropped.
-    built = build_model(dict(type="causal_vae", from_pretrained=str(tmp_path / "step-1200.ckpt"), **tiny_kwargs()))
-    _assert_state_equal(built, plain)
+    _assert_state_equal(CausalVAEModel.from_pretrained(tmp_path / "step-1200.ckpt", state_dict_key="state_dict"), plain)
+    # build_model reads a .ckpt through the same loader: the EMA weights, loss.* dropped; the config.json beside it.
+    built = build_model(dict(type="causal_vae", from_pretrained=str(tmp_path / "step-1200.ckpt")))
+    _assert_state_equal(built, ema)
 
     torch.save({"state_dict": {**plain, **loss_tensors}, "ema_state_dict": {}}, tmp_path / "no-ema.ckpt")
-    assert load_lightning_state_dict(tmp_path / "no-ema.ckpt").keys() == {*plain, *loss_tensors}
-    with pytest.raises(CheckpointError, match="ema_state_dict"):
-        load_lightning_state_dict(tmp_path / "no-ema.ckpt", use_ema=True)
+    assert load_state_dict_file(tmp_path / "no-ema.ckpt").keys() == {*plain, *loss_tensors}
+    with pytest.raises(CheckpointError, match="'ema_state_dict' is empty"):
+        load_state_dict_file(tmp_path / "no-ema.ckpt", state_dict_key="ema_state_dict")
 
 
 def test_config_json_round_trip(tmp_path: Path) -> None:
@@ -194,7 +194,9 @@ def test_config_json_round_trip(tmp_path: Path) -> None:
     release = json.loads((CONFIGS / "v1_1.json").read_text())
     assert saved["type"] == "causal_vae" and saved["scaling_factor"] == pytest.approx(0.18215)
     assert set(release) <= set(saved)
-    assert {k: saved[k] for k in release} == {**release, **shrink}
+    # Metadata (_diffusers_version) is not read back; every field and _class_name round-trip.
+    fields = [key for key in release if key != "_diffusers_version"]
+    assert {k: saved[k] for k in fields} == {k: v for k, v in {**release, **shrink}.items() if k in fields}
 
     built = build_model(dict(type="causal_vae", from_pretrained=str(tmp_path)))
     for loaded in (CausalVAEModel.from_pretrained(tmp_path), built):
@@ -283,7 +285,7 @@ def test_forward_and_gradient_checkpointing(tiny_model: CausalVAEModel) -> None:
 def test_release_loss_params_map_to_toolkit_losses() -> None:
     from opensora_ae.losses import configs_from_lpips_with_discriminator
 
-    release = load_release_config(CONFIGS / "v1_1.json")
+    release = CausalVAEModel.config_from_file(CONFIGS / "v1_1.json")
     configs = configs_from_lpips_with_discriminator(release["loss_params"], release["loss_type"])
     assert configs["vae_loss_config"]["kl_loss_weight"] == 1e-6
     assert configs["vae_loss_config"]["logvar_init"] == 0.0

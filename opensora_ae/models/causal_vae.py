@@ -16,12 +16,9 @@ the raw posterior latent that the release's own ``CausalVAEModel.encode(x).mode(
 
 from __future__ import annotations
 
-import inspect
-import json
 import math
 import os
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -32,7 +29,7 @@ from torch.utils.checkpoint import checkpoint
 from ..registry import MODELS
 from .base import VideoAutoencoder
 from .causal_vae_blocks import normalize, resolve_block
-from .checkpoint_io import CheckpointError, PretrainedMixin, StateDict, load_weights, unwrap_state_dict
+from .checkpoint_io import PretrainedMixin, StateDict
 from .layers.posterior import DiagonalGaussianDistribution
 from .layers.tiling import TilingConfig, VideoTiler
 
@@ -247,6 +244,7 @@ class CausalVAEModel(PretrainedMixin, VideoAutoencoder):
     """
 
     causal = True
+    config_class_names = (RELEASE_CLASS_NAME,)
 
     def __init__(
         self,
@@ -293,12 +291,7 @@ class CausalVAEModel(PretrainedMixin, VideoAutoencoder):
             raise ValueError(f"causal_vae config _class_name={_class_name!r}: only {RELEASE_CLASS_NAME!r} is supported")
         if loss_params is None:
             loss_params = {"kl_weight": 1e-6, "logvar_init": 0.0, "disc_start": 2001, "disc_weight": 0.5}
-        # Every field, defaults included, so save_pretrained writes a complete release-style config.json.
-        self.config = {
-            "_class_name": RELEASE_CLASS_NAME,
-            **({"_diffusers_version": _diffusers_version} if _diffusers_version else {}),
-            **{name: value for name, value in locals().items() if name in _CONFIG_FIELDS},
-        }
+        self.register_to_config(loss_params=loss_params)  # the release's config.json spells the defaults out
         _check_level_lists(self.config)
         self.scaling_factor = float(scaling_factor)
         self.latent_channels = embed_dim
@@ -390,51 +383,9 @@ class CausalVAEModel(PretrainedMixin, VideoAutoencoder):
         return f"the checkpoint has the Open-Sora-Plan {layout} with hidden_size={conv_in.shape[0]}"
 
     @classmethod
-    def config_from_pretrained_dir(cls, folder: str | os.PathLike) -> dict[str, Any]:
-        """Constructor kwargs from the folder's release-style ``config.json`` (``{}`` when there is none)."""
-        path = Path(folder) / "config.json"
-        if not path.is_file():
-            return {}
-        config = load_release_config(path)
-        class_name = config.get("_class_name", RELEASE_CLASS_NAME)
-        if class_name != RELEASE_CLASS_NAME:
-            raise CheckpointError(f"{path}: _class_name is {class_name!r}, not a {RELEASE_CLASS_NAME} folder")
-        return config
-
-    @classmethod
     def from_config_file(cls, path: str | os.PathLike, **overrides: Any) -> "CausalVAEModel":
         """Build (randomly initialised) from a release-style ``config.json``; ``overrides`` win over its fields."""
-        return cls(**{**load_release_config(path), **overrides})
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        path: str | os.PathLike,
-        strict: bool = True,
-        state_dict_key: str | None = None,
-        use_ema: bool | None = None,
-        **overrides: Any,
-    ) -> "CausalVAEModel":
-        """Load a folder (``config.json`` + weights, or + Lightning ``*.ckpt``) or a Lightning ``.ckpt`` file.
-
-        For a ``.ckpt`` the hyper-parameters come from the ``config.json`` next to it (``overrides`` win); a folder
-        with several ``.ckpt`` files loads the most recently written one. Lightning checkpoints load
-        ``ema_state_dict`` (``module.`` prefix stripped) when it is present and not empty, as the release does,
-        unless ``use_ema=False``; otherwise ``state_dict``. ``loss.*`` tensors are dropped in every case.
-        """
-        path = Path(path)
-        checkpoint_file = _lightning_checkpoint(path)
-        if checkpoint_file is None:
-            return super().from_pretrained(path, strict=strict, state_dict_key=state_dict_key, **overrides)
-        model = cls(**{**cls.config_from_pretrained_dir(checkpoint_file.parent), **overrides})
-        state_dict = load_lightning_state_dict(checkpoint_file, use_ema=use_ema)
-        load_weights(model, state_dict, strict=strict)
-        return model
-
-
-_CONSTRUCTOR_ARGS = tuple(name for name in inspect.signature(CausalVAEModel.__init__).parameters if name != "self")
-# The release's config.json fields (+ scaling_factor): the constructor's arguments minus the metadata ones.
-_CONFIG_FIELDS = tuple(name for name in _CONSTRUCTOR_ARGS if not name.startswith("_"))
+        return cls(**{**cls.config_from_file(path), **overrides})
 
 
 # The config keys holding one block name per level of hidden_size_mult.
@@ -452,54 +403,3 @@ def _check_level_lists(config: Mapping[str, Any]) -> None:
                 f"causal_vae config key {key!r} has {len(config[key])} entries but hidden_size_mult has {num_levels} "
                 "levels"
             )
-
-
-def load_release_config(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a release ``config.json`` into constructor kwargs (``_class_name``/``_diffusers_version`` kept).
-
-    A ``type`` entry (written by ``save_pretrained``) must name ``causal_vae`` and is removed.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"causal_vae config {str(path)!r} does not exist")
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: invalid JSON ({err})") from err
-    stored_type = config.pop("type", "causal_vae")
-    if stored_type != "causal_vae":
-        raise CheckpointError(
-            f"{path}: folder holds a {stored_type!r} model, not causal_vae; build it with type={stored_type!r}"
-        )
-    unknown = sorted(set(config) - set(_CONSTRUCTOR_ARGS))
-    if unknown:
-        raise ValueError(f"{path}: unknown CausalVAEModel config keys {unknown}; known keys: {list(_CONSTRUCTOR_ARGS)}")
-    return config
-
-
-def _lightning_checkpoint(path: Path) -> Path | None:
-    """The ``.ckpt`` file to load for ``path`` (a ``.ckpt`` file, or the newest one in a folder), else None."""
-    if path.is_file():
-        return path if path.suffix == ".ckpt" else None
-    if path.is_dir():
-        candidates = sorted(path.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
-        return candidates[-1] if candidates else None
-    return None
-
-
-def load_lightning_state_dict(path: str | os.PathLike, use_ema: bool | None = None) -> StateDict:
-    """The model weights of a PyTorch-Lightning ``.ckpt`` (``loss.*`` still included; see ``convert_state_dict``).
-
-    ``use_ema=None`` picks ``ema_state_dict`` when it exists and is not empty, ``True`` requires it, ``False``
-    takes ``state_dict``. EMA keys lose their ``module.`` prefix.
-    """
-    obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: expected a Lightning checkpoint dict, got {type(obj).__name__}")
-    has_ema = bool(obj.get("ema_state_dict"))
-    if use_ema and not has_ema:
-        raise CheckpointError(f"{path}: use_ema=True but the checkpoint has no (or an empty) ema_state_dict")
-    if has_ema and use_ema is not False:
-        ema = unwrap_state_dict(obj, "ema_state_dict", source=str(path))
-        return {k.removeprefix("module."): v for k, v in ema.items()}
-    return unwrap_state_dict(obj, "state_dict" if "state_dict" in obj else None, source=str(path))

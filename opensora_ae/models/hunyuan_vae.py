@@ -29,6 +29,7 @@ from ..registry import MODELS
 from .base import VideoAutoencoder
 from .checkpoint_io import (CONFIG_FILE_NAME, CheckpointError, PretrainedMixin, StateDict, read_folder_config,
                             save_state_dict_file)
+from .config_io import atomic_write
 from .layers.attention import VideoSelfAttention
 from .layers.conv import CausalConv3d
 from .layers.posterior import DiagonalGaussianDistribution
@@ -44,6 +45,17 @@ DIFFUSERS_TO_OURS = {"scaling_factor": "scale_factor", "temporal_compression_rat
 DIFFUSERS_BLOCK_TYPES = {"down_block_types": "HunyuanVideoDownBlock3D", "up_block_types": "HunyuanVideoUpBlock3D"}
 # The Tencent release stores the VAE inside a bigger dict under this prefix.
 TENCENT_PREFIX = "vae."
+# The Tencent release's vae/config.json: its class, block names, and the names that differ from ours (its
+# sample_size / sample_tsize are the tile sizes of its tiled inference).
+TENCENT_CLASS = "AutoencoderKLCausal3D"
+TENCENT_BLOCK_TYPES = {"down_block_types": "DownEncoderBlockCausal3D", "up_block_types": "UpDecoderBlockCausal3D"}
+TENCENT_TO_OURS = {"scaling_factor": "scale_factor", "sample_size": "spatial_tile_size",
+                   "sample_tsize": "temporal_tile_size"}  # fmt: skip
+# Foreign config.json layouts this family reads: class name -> (block types, renames).
+FOREIGN_LAYOUTS = {
+    DIFFUSERS_CLASS: (DIFFUSERS_BLOCK_TYPES, DIFFUSERS_TO_OURS),
+    TENCENT_CLASS: (TENCENT_BLOCK_TYPES, TENCENT_TO_OURS),
+}
 
 
 def _causal_conv(in_channels: int, out_channels: int, kernel_size: int) -> CausalConv3d:
@@ -240,6 +252,7 @@ class HunyuanVAE(PretrainedMixin, VideoAutoencoder):
     """
 
     causal = True
+    config_class_names = (DIFFUSERS_CLASS, TENCENT_CLASS)
 
     def __init__(
         self,
@@ -342,7 +355,7 @@ class HunyuanVAE(PretrainedMixin, VideoAutoencoder):
         config = read_folder_config(folder)
         if config is None:
             return {}
-        if config.get("_class_name") != DIFFUSERS_CLASS:
+        if config.get("_class_name") not in FOREIGN_LAYOUTS:
             return super().config_from_pretrained_dir(folder)
         return _config_from_diffusers(config, Path(folder) / CONFIG_FILE_NAME)
 
@@ -357,7 +370,7 @@ class HunyuanVAE(PretrainedMixin, VideoAutoencoder):
         folder = Path(folder)
         config = self._diffusers_config()
         save_state_dict_file(self.state_dict(), folder / DIFFUSERS_WEIGHTS)
-        (folder / CONFIG_FILE_NAME).write_text(json.dumps(config, indent=2) + "\n")
+        atomic_write(folder / CONFIG_FILE_NAME, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
         return folder
 
     def _diffusers_config(self) -> dict[str, Any]:
@@ -388,16 +401,18 @@ class HunyuanVAE(PretrainedMixin, VideoAutoencoder):
 
 
 def _config_from_diffusers(config: dict[str, Any], path: Path) -> dict[str, Any]:
-    """Map a diffusers ``AutoencoderKLHunyuanVideo`` config onto ``HunyuanVAE`` kwargs."""
-    for key, block_type in DIFFUSERS_BLOCK_TYPES.items():
+    """Map a diffusers ``AutoencoderKLHunyuanVideo`` or Tencent ``AutoencoderKLCausal3D`` config onto kwargs."""
+    class_name = config["_class_name"]
+    block_types, renames = FOREIGN_LAYOUTS[class_name]
+    for key, block_type in block_types.items():
         unsupported = sorted(set(config.pop(key, [block_type])) - {block_type})
         if unsupported:
             raise CheckpointError(f"{path}: {key} {unsupported} are not supported; only {block_type!r}")
-    kwargs = {DIFFUSERS_TO_OURS.get(k, k): v for k, v in config.items() if not k.startswith("_")}
+    kwargs = {renames.get(k, k): v for k, v in config.items() if not k.startswith("_")}
     known = set(inspect.signature(HunyuanVAE.__init__).parameters) - {"self"}
     unknown = sorted(set(kwargs) - known)
     if unknown:
-        raise CheckpointError(f"{path}: unknown {DIFFUSERS_CLASS} config keys {unknown}; known: {sorted(known)}")
+        raise CheckpointError(f"{path}: unknown {class_name} config keys {unknown}; known: {sorted(known)}")
     return kwargs
 
 

@@ -20,7 +20,6 @@ State-dict keys follow the ``hpcai-tech/OpenSora-VAE-v1.2`` release: ``spatial_v
 from __future__ import annotations
 
 import inspect
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,8 @@ from torch.utils.checkpoint import checkpoint
 
 from ..registry import MODELS
 from .base import VideoAutoencoder
-from .checkpoint_io import CONFIG_FILE_NAME, PretrainedMixin, load_weights
+from .checkpoint_io import CONFIG_FILE_NAME, PretrainedMixin, load_weights, read_folder_config
+from .config_io import read_config_json
 from .layers.conv import CausalConv3d
 from .layers.per_frame import batch_to_frames, frames_to_batch
 from .layers.posterior import DiagonalGaussianDistribution
@@ -335,6 +335,7 @@ class OpenSoraVAEV12(PretrainedMixin, VideoAutoencoder):
 
     latent_channels = 4
     causal = True
+    config_class_names = ("VideoAutoencoderPipeline",)  # the released folder's transformers model_type
 
     def __init__(
         self,
@@ -370,7 +371,7 @@ class OpenSoraVAEV12(PretrainedMixin, VideoAutoencoder):
         if vae_2d_pretrained:
             load_weights(self.spatial_vae.module, _diffusers_folder(vae_2d_pretrained), strict=True)
             # The saved config must rebuild this model without the 2-D folder: its weights live in ours.
-            self.config = {**self.config, "vae_2d": spatial_config, "vae_2d_pretrained": None}
+            self.register_to_config(vae_2d=spatial_config, vae_2d_pretrained=None)
         if freeze_vae_2d:
             self.spatial_vae.requires_grad_(False)
         if freeze_vae_2d_decoder:
@@ -545,10 +546,8 @@ class OpenSoraVAEV12(PretrainedMixin, VideoAutoencoder):
         """Constructor kwargs of a model folder: ours (``save_pretrained``) or the released
         ``hpcai-tech/OpenSora-VAE-v1.2`` one (a transformers ``VideoAutoencoderPipeline`` config)."""
         path = Path(folder) / CONFIG_FILE_NAME
-        if not path.is_file():
-            return {}
-        config = json.loads(path.read_text())
-        if config.get("model_type") != "VideoAutoencoderPipeline":
+        config = read_folder_config(folder)
+        if config is None or config.get("model_type") != "VideoAutoencoderPipeline":
             return super().config_from_pretrained_dir(folder)
         kwargs: dict[str, Any] = {
             key: config[key] for key in ("micro_frame_size", "shift", "scale", "freeze_vae_2d") if key in config
@@ -588,7 +587,7 @@ def _spatial_config(vae_2d: Mapping[str, Any] | None, vae_2d_pretrained: str | N
                     f"AutoencoderKL folder)"
                 )
             # diffusers metadata (_class_name, _diffusers_version, ...) is not a constructor argument.
-            config.update({k: v for k, v in json.loads(config_path.read_text()).items() if k in known})
+            config.update({k: v for k, v in read_config_json(config_path).items() if k in known})
     unknown = sorted(set(vae_2d or {}) - known)
     if unknown:
         raise ValueError(f"vae_2d: unknown AutoencoderKL keys {unknown}; known keys: {sorted(known)}")

@@ -40,6 +40,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      set_optimizer_state_dict)
 
 from ..models.checkpoint_io import load_state_dict_file, save_state_dict_file
+from ..models.config_io import write_config_json
 from .ema import EMA
 from .parallel import DistContext, barrier, broadcast_object
 
@@ -139,18 +140,11 @@ def _write_model_files(folder: Path, trainable: Trainable, ctx: DistContext) -> 
     config = getattr(trainable.model, "config", None)
     if trainable.name == "model" and isinstance(config, dict) and hasattr(trainable.model, "save_pretrained"):
         # Makes the checkpoint folder a model folder: --model.from_pretrained CKPT rebuilds the same model.
-        (folder / "config.json").write_text(json.dumps(_model_header(trainable.model) | config, indent=2) + "\n")
+        write_config_json(trainable.model, folder)
     suffix = trainable.suffix()
     torch.save(optim_state, folder / f"optimizer{suffix}.pt")
     torch.save(trainable.scheduler.state_dict(), folder / f"lr_scheduler{suffix}.pt")
     torch.save(trainable.scaler.state_dict(), folder / f"scaler{suffix}.pt")
-
-
-def _model_header(model: nn.Module) -> dict[str, str]:
-    from ..models.checkpoint_io import registry_name
-
-    name = registry_name(type(model))
-    return {"type": name} if name else {"target": f"{type(model).__module__}.{type(model).__qualname__}"}
 
 
 def save_checkpoint(
