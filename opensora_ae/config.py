@@ -58,7 +58,9 @@ COMPONENTS: dict[str, str] = {
 }
 # Keys a component dict may hold besides constructor parameters (read by the builders, not the class).
 BUILDER_KEYS: dict[str, tuple[str, ...]] = {
-    "model": ("type", "target", "params", "from_pretrained", "strict", "random_init", "disc_off_grad_ckpt"),
+    # from_pretrained and the other weight-loading keys: opensora_ae.models.LOAD_KEYS.
+    "model": ("type", "target", "params", "from_pretrained", "strict", "state_dict_key", "subfolder", "revision",
+              "local_files_only", "random_init", "disc_off_grad_ckpt"),
     "dataset": ("type", "target", "params"),
     "discriminator": ("type", "target", "params", "from_pretrained"),
 }

@@ -165,3 +165,10 @@ def test_save_config_roundtrip(config_dir, tmp_path):
     saved = save_config(cfg, tmp_path / "run")
     again = load_config(saved)
     assert again.lr == 0.5 and again.model.from_pretrained == "ckpt.safetensors"
+
+
+def test_model_builder_keys_include_every_weight_loading_key():
+    from opensora_ae.config import BUILDER_KEYS
+    from opensora_ae.models import LOAD_KEYS
+
+    assert set(LOAD_KEYS) <= set(BUILDER_KEYS["model"])
