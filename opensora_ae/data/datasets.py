@@ -235,6 +235,11 @@ class VideoTextDataset(Dataset):
         """Read exactly ``request`` (no replacement by another file, for inference); raises VideoReadError."""
         return self._load(request.index, request, np.random.default_rng(request.seed))
 
+    def _read(self, path: str, num_frames: int, interval: int, start: int, size: tuple[int, int],
+              rng: np.random.Generator | None) -> torch.Tensor:
+        """One clip as float ``C T H W`` in [-1, 1] (``transform_name`` decides where it is resized)."""
+        return load_clip(path, num_frames, interval, start, size, rng, self.transform_name)
+
     def _replacement(self, request: SampleRequest, rng: np.random.Generator) -> int | None:
         candidates = rng.permutation(len(self))[:64]
         for index in candidates:
@@ -258,11 +263,6 @@ class VideoTextDataset(Dataset):
         return {"video": video, "path": path, "num_frames": info.num_frames, "height": info.height,
                 "width": info.width, "fps": info.fps}
 
-
-    def _read(self, path: str, num_frames: int, interval: int, start: int, size: tuple[int, int],
-              rng: np.random.Generator | None) -> torch.Tensor:
-        """One clip as float ``C T H W`` in [-1, 1] (``transform_name`` decides where it is resized)."""
-        return load_clip(path, num_frames, interval, start, size, rng, self.transform_name)
 
 
 def unreadable_error(paths: list[str], total: int, data_path: str) -> VideoReadError:
