@@ -264,7 +264,6 @@ class VideoTextDataset(Dataset):
                 "width": info.width, "fps": info.fps}
 
 
-
 def unreadable_error(paths: list[str], total: int, data_path: str) -> VideoReadError:
     """The error raised when more than half of a dataset's files cannot be read."""
     examples = ", ".join(paths[:3])
