@@ -81,7 +81,7 @@ def resize_crop(frames: np.ndarray | torch.Tensor, height: int, width: int,
 
     Resizes with torch (bilinear, antialiased when shrinking) following :func:`cover_crop_plan`, then crops.
     """
-    video = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
+    video = _as_tensor(frames)
     if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != torch.uint8:
         raise ValueError(f"resize_crop expects T H W 3 uint8 frames, got shape {tuple(video.shape)} {video.dtype}")
     # T H W C seen as T C H W is channels-last: torch's fast uint8 resize path, no full-size float copy.
@@ -97,10 +97,19 @@ def resize_crop(frames: np.ndarray | torch.Tensor, height: int, width: int,
 
 def to_model_input(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     """``T H W C`` uint8 -> float ``C T H W`` in [-1, 1] (``x / 127.5 - 1``)."""
-    video = torch.as_tensor(frames) if not isinstance(frames, torch.Tensor) else frames
+    video = _as_tensor(frames)
     if video.ndim != 4 or video.dtype != torch.uint8:
         raise ValueError(f"to_model_input expects T H W C uint8 frames, got shape {tuple(video.shape)} {video.dtype}")
-    return (video.permute(3, 0, 1, 2).float() / 127.5 - 1.0).contiguous()
+    # Reorder the 1-byte values first, then scale in place: one float allocation, written in order.
+    return video.permute(3, 0, 1, 2).contiguous().float().div_(127.5).sub_(1.0)
+
+
+def _as_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A tensor view of ``frames``; arrays with negative strides (``np.rot90`` views) are copied first."""
+    if isinstance(frames, torch.Tensor):
+        return frames
+    return torch.from_numpy(np.ascontiguousarray(frames) if min(np.asarray(frames).strides, default=0) < 0
+                            else np.asarray(frames))
 
 
 def _crop_offsets(spare_h: int, spare_w: int, rng: np.random.Generator | None) -> tuple[int, int]:

@@ -31,6 +31,7 @@ from typing import Callable, Iterator, NamedTuple
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 from opensora_ae.data.transforms import CropPlan, cover_crop_plan
@@ -215,6 +216,8 @@ class _FrameConverter:
     def __init__(self, path: str, size: tuple[int, int] | None, rng: np.random.Generator | None):
         self.path, self.size, self.rng = path, size, rng
         self.plan: CropPlan | None = None
+        # One scaler and one converter per clip keep their swscale set-up across frames.
+        self.scaler, self.to_rgb = VideoReformatter(), VideoReformatter()
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
         turns = _quarter_turns(frame, self.path)
@@ -227,8 +230,10 @@ class _FrameConverter:
         coded_h, coded_w = (plan.resized_w, plan.resized_h) if turns % 2 else (plan.resized_h, plan.resized_w)
         # Scaling the planar YUV frame and converting the small result is ~3x cheaper than swscale's
         # combined scale-and-convert (docs/data.md); chroma keeps its own subsampled resolution.
-        scaled = frame.reformat(width=coded_w, height=coded_h, interpolation=RESIZE_INTERPOLATION)
-        rgb = scaled.reformat(format="rgb24").to_ndarray()
+        # One swscale thread: loader workers are the parallelism, extra threads only add overhead.
+        scaled = self.scaler.reformat(frame, width=coded_w, height=coded_h, interpolation=RESIZE_INTERPOLATION,
+                                      threads=1)
+        rgb = self.to_rgb.reformat(scaled, format="rgb24", threads=1).to_ndarray()
         upright = np.rot90(rgb, turns)
         return upright[plan.top:plan.top + plan.height, plan.left:plan.left + plan.width]
 
@@ -272,14 +277,15 @@ def _check_clip_args(path: str, num_frames: int, sample_rate: int, start: int,
 
 def read_clip(path: str | os.PathLike, num_frames: int, sample_rate: int = 1, start: int = 0,
               stats: dict | None = None, size: tuple[int, int] | None = None,
-              rng: np.random.Generator | None = None, threads: int = DECODER_THREADS) -> np.ndarray:
+              rng: np.random.Generator | None = None, threads: int | None = None) -> np.ndarray:
     """Read frames ``start, start + sample_rate, ...`` (``num_frames`` of them) as ``T H W C`` uint8, upright.
 
     Seeks to the keyframe at or before ``start`` and decodes forward only up to the last wanted frame.
     ``size = (height, width)``: each kept frame is resized (swscale, :data:`RESIZE_INTERPOLATION`) to
     cover ``size`` and cropped to it by :func:`cover_crop_plan` (offset drawn from ``rng``, centre when
     None), giving ``T height width 3``; the same clip as ``resize_crop(read_clip(...), height, width, rng)``
-    up to the resize filter. ``threads`` decoder threads (frame threading when > 1).
+    up to the resize filter. ``threads``: decoder threads (frame threading when > 1; None: the module's
+    :data:`DECODER_THREADS` at call time).
     An image returns its single frame (``num_frames`` must be 1 and ``start`` 0).
     ``stats``, when given, receives ``decoded_frames`` (how many frames the decoder produced).
     Raises :class:`ClipTooShortError` when the file ends before the last wanted frame.
@@ -309,10 +315,10 @@ def read_clip(path: str | os.PathLike, num_frames: int, sample_rate: int = 1, st
 
 
 def _read_picked(container: av.container.InputContainer, path: str, num_frames: int, sample_rate: int,
-                 start: int, stats: dict, convert: _FrameConverter, threads: int) -> list[np.ndarray]:
+                 start: int, stats: dict, convert: _FrameConverter, threads: int | None) -> list[np.ndarray]:
     """Seek, decode and pick the clip's frames (see :func:`read_clip`)."""
     stream = container.streams.video[0]
-    _set_threads(stream, threads)
+    _set_threads(stream, DECODER_THREADS if threads is None else threads)
     fps = _stream_fps(stream, path)
     stream_start = _stream_start_seconds(stream)
     targets = [(start + k * sample_rate) / float(fps) for k in range(num_frames)]
