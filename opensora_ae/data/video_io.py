@@ -136,13 +136,19 @@ def _set_threads(stream: av.video.stream.VideoStream, threads: int) -> None:
 
 def _first_frame_and_packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
                              count_packets: bool, path: str) -> tuple[av.VideoFrame, int]:
-    """The first decodable frame and, when ``count_packets``, the number of non-empty packets (one pass)."""
+    """The first decodable frame and, when ``count_packets``, the number of non-empty packets (one pass).
+
+    The decoder is drained after each packet until a frame comes out, so only the first keyframe is decoded
+    (a decoder holds frames back for B-frame reordering otherwise, decoding several more).
+    """
+    context = stream.codec_context
     first, packets = None, 0
     for packet in container.demux(stream):
         packets += packet.size > 0
-        if first is None:
-            frames = stream.decode(packet)
+        if first is None and packet.size > 0:
+            frames = stream.decode(packet) or stream.decode(None)
             first = frames[0] if frames else None
+            context.flush_buffers()  # drained: reset before the next packet
         if first is not None and not count_packets:
             break
     if first is None:
