@@ -108,8 +108,8 @@ def _as_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     """A tensor view of ``frames``; arrays with negative strides (``np.rot90`` views) are copied first."""
     if isinstance(frames, torch.Tensor):
         return frames
-    return torch.from_numpy(np.ascontiguousarray(frames) if min(np.asarray(frames).strides, default=0) < 0
-                            else np.asarray(frames))
+    array = np.asarray(frames)
+    return torch.from_numpy(np.ascontiguousarray(array) if any(step < 0 for step in array.strides) else array)
 
 
 def _crop_offsets(spare_h: int, spare_w: int, rng: np.random.Generator | None) -> tuple[int, int]:
