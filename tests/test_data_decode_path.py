@@ -110,7 +110,7 @@ def test_image_resize_in_the_decoder(tmp_path):
     assert ((new - old).abs() * 127.5).mean() <= RESIZE_TOLERANCE * 4  # pure noise: the hardest case
 
 
-def test_pre_roll_skips_unreferenced_frames_without_changing_the_clip(tmp_path):
+def test_unpicked_frames_are_skipped_without_changing_the_clip(tmp_path):
     path = tmp_path / "bframes.mp4"
     write_bframe_video(path, 96, gop=48)
     reference = read_video(path)
@@ -119,7 +119,13 @@ def test_pre_roll_skips_unreferenced_frames_without_changing_the_clip(tmp_path):
     np.testing.assert_array_equal(clip, reference[40:48])  # bit-exact: skipped frames were never references
     # keyframe at 0, last wanted frame 47: without skipping the decoder yields 48 frames.
     assert stats["decoded_frames"] < 48
-    np.testing.assert_array_equal(read_clip(path, 5, 3, 44), reference[44:59:3])
+    for start, sample_rate, num_frames in [(44, 3, 5), (0, 2, 20), (1, 4, 20), (50, 2, 23)]:
+        stats = {}
+        clip = read_clip(path, num_frames, sample_rate, start, stats=stats)
+        last = start + sample_rate * (num_frames - 1)
+        np.testing.assert_array_equal(clip, reference[start:last + 1:sample_rate])
+        # between the kept frames too: fewer decoded than the frames from the keyframe to the last one
+        assert stats["decoded_frames"] < last + 1 - (48 if start >= 48 else 0)
 
 
 @pytest.mark.parametrize("degrees,turns", [(90, 1), (180, 2), (-90, 3), (270, 3)])

@@ -4,8 +4,8 @@ Arrays are ``T H W C`` uint8 RGB (``C == 3``). Frame ``i`` of a video is the ``i
 presentation order; its time is ``i / fps`` seconds after the stream start.
 
 * :func:`read_clip` decodes only what a clip needs: it seeks to the keyframe at or before the first
-  wanted frame, decodes forward (frames before the clip that no other frame references are skipped by the
-  decoder), picks frames by timestamp, converts only the picked ones and stops after the last wanted frame.
+  wanted frame, decodes forward (frames the clip does not keep and no other frame references are skipped by
+  the decoder), picks frames by timestamp, converts only the picked ones and stops after the last wanted frame.
   With ``size`` it also resizes to cover ``size`` and crops while converting (FFmpeg's swscale does the
   YUV -> RGB conversion and the resize in one pass, on the kept frames only).
 * Videos whose display matrix rotates them (phone footage: 90/180/270 degrees) come back upright, as a player
@@ -25,6 +25,7 @@ Unreadable files raise :class:`VideoReadError` (a clip longer than the file rais
 
 from __future__ import annotations
 
+import bisect
 import os
 from fractions import Fraction
 from typing import Callable, Iterator, NamedTuple
@@ -186,19 +187,52 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     return VideoInfo(int(num_frames), float(fps), int(height), int(width))
 
 
-def _decoded_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
-                    path: str, skip_before_pts: Fraction | None = None) -> Iterator[av.VideoFrame]:
-    """Frames in presentation order; packets before ``skip_before_pts`` decode only if other frames use them.
+class _UnpickedFrames:
+    """Tells, packet by packet, which frames the clip cannot pick, so the decoder may drop them unless referenced.
 
-    Frames shown before the clip are never picked; the decoder still needs the reference frames among
-    them, but the others (most B-frames) are dropped before any decoding work.
+    A frame is picked for target ``k`` only if it is the first frame shown at or after ``thresholds[k]``
+    (the target time minus half a frame, in stream ticks). A frame shown before every threshold is never
+    picked (the pre-roll after a seek). A later frame is not picked either once a frame that is decoded
+    for sure (its packet was not marked) lies in ``[threshold, pts)`` for the last threshold at or before it:
+    that frame is shown first, for that threshold and every earlier one. Marked packets still decode when
+    other frames reference them (``skip_frame=NONREF``), so only unreferenced frames are dropped and the
+    picked frames are exactly those of a full decode. One tick of margin keeps float timestamps on the safe side.
+    """
+
+    def __init__(self, thresholds: list[Fraction]):
+        self.thresholds = thresholds
+        self.decoded: list[int] = []  # sorted pts of packets sent to the decoder unmarked
+
+    def unpicked(self, pts: int | None) -> bool:
+        if pts is None:
+            return False
+        below = bisect.bisect_right(self.thresholds, pts + 1)
+        if below == 0:
+            return True
+        earlier = bisect.bisect_left(self.decoded, pts)
+        return earlier > 0 and self.decoded[earlier - 1] >= self.thresholds[below - 1] + 1
+
+    def mark(self, pts: int | None) -> bool:
+        """True when the packet's frame is never picked; otherwise records it as decoded for sure."""
+        if self.unpicked(pts):
+            return True
+        if pts is not None:
+            bisect.insort(self.decoded, pts)
+        return False
+
+
+def _decoded_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                    path: str, unpicked: _UnpickedFrames | None = None) -> Iterator[av.VideoFrame]:
+    """Frames in presentation order; with ``unpicked``, frames the clip never picks decode only if referenced.
+
+    The decoder still needs every reference frame, but the others (most B-frames before and between the
+    clip's frames) are dropped before any decoding work.
     """
     context = stream.codec_context
     try:
         for packet in container.demux(stream):
-            if skip_before_pts is not None:
-                early = packet.pts is not None and packet.pts < skip_before_pts
-                context.skip_frame = "NONREF" if early else "DEFAULT"
+            if unpicked is not None:
+                context.skip_frame = "NONREF" if unpicked.mark(packet.pts) else "DEFAULT"
             yield from stream.decode(packet)
     except av.error.FFmpegError as err:
         raise VideoReadError(f"corrupt video data in {path}: {err}") from err
@@ -329,22 +363,22 @@ def _read_picked(container: av.container.InputContainer, path: str, num_frames: 
     stream_start = _stream_start_seconds(stream)
     targets = [(start + k * sample_rate) / float(fps) for k in range(num_frames)]
     half_period = 0.5 / float(fps)
-    first_index, skip_before = 0, None
+    first_index = 0
     if start > 0:
         # Exact arithmetic so the seek lands on a keyframe that sits exactly at ``start``.
         start_pts = (stream.start_time or 0) + Fraction(start) / fps / stream.time_base
         container.seek(int(start_pts), stream=stream, backward=True, any_frame=False)
         # After a seek the frame index of timestamp-less frames is unknown; assume the target.
         first_index = start
-        skip_before = start_pts - Fraction(1, 2) / fps / stream.time_base
-    picked = _pick_frames(_decoded_frames(container, stream, path, skip_before), targets, half_period,
-                          stream_start, fps, first_index, stats, convert)
+    thresholds = [(stream.start_time or 0) + (Fraction(start + k * sample_rate) - Fraction(1, 2)) / fps
+                  / stream.time_base for k in range(num_frames)]
+    picked = _pick_frames(_decoded_frames(container, stream, path, _UnpickedFrames(thresholds)), targets,
+                          half_period, stream_start, fps, first_index, stats, convert)
     if picked is None:
         # Some demuxers land after the wanted frame; fall back to decoding from the beginning.
         container.seek(0, stream=stream, backward=True, any_frame=False)
-        stream.codec_context.skip_frame = "DEFAULT"
-        picked = _pick_frames(_decoded_frames(container, stream, path), targets, half_period,
-                              stream_start, fps, 0, stats, convert)
+        picked = _pick_frames(_decoded_frames(container, stream, path, _UnpickedFrames(thresholds)), targets,
+                              half_period, stream_start, fps, 0, stats, convert)
     return picked
 
 
