@@ -9,7 +9,8 @@ crop, the same ones for every path: same sampler seed) through ``build_dataloade
 count. Paths:
 
 * ``new``: ``transform_name="resize_crop"`` (FFmpeg resizes while converting the kept frames).
-* ``current``: ``transform_name="resize_crop_torch"`` (full-size RGB frames, torch resize; the path before).
+* ``current``: the path before: ``transform_name="resize_crop_torch"`` (full-size RGB frames, torch resize)
+  with ``read_clip(..., skip_unpicked=False)`` (every frame from the keyframe on decoded).
 * ``opensora1.2``: Open-Sora 1.2's read path, written here as a stand-in: decode the video from its start and
   convert every frame to RGB (as ``torchvision.io.read_video`` does), take the clip's frames, then resize and
   crop with torch. It keeps only the clip's frames in memory (the original holds the whole video).
@@ -45,8 +46,17 @@ from opensora_ae.data.transforms import resize_crop
 SIZES = {480: (480, 854), 720: (720, 1280)}
 SOURCES = ("bigbuckbunny", "bikes")
 FPS = 25
-PATHS = {"new": dict(transform_name="resize_crop"), "current": dict(transform_name="resize_crop_torch"),
+PATHS = {"new": dict(transform_name="resize_crop"), "current": dict(target=f"{__name__}.CurrentReadDataset"),
          "opensora1.2": dict(target=f"{__name__}.OpenSora12ReadDataset")}
+
+
+class CurrentReadDataset(VideoTextDataset):
+    """The project's dataset with the read path before this change: no frame skipping, torch resize."""
+
+    def _read(self, path: str, num_frames: int, interval: int, start: int, size: tuple[int, int],
+              rng: np.random.Generator | None) -> torch.Tensor:
+        frames = video_io.read_clip(path, num_frames, interval, start, skip_unpicked=False)
+        return resize_crop(frames, size[0], size[1], rng)
 
 
 class OpenSora12ReadDataset(VideoTextDataset):
@@ -128,7 +138,8 @@ def cpu_seconds() -> float:
 
 def measure(csv_path: str, path_cfg: dict, args: argparse.Namespace, workers: int) -> tuple[int, float, float]:
     """Clips read, wall seconds and CPU seconds for one pass over the CSV."""
-    dataset_cfg = dict(data_path=csv_path, num_frames=args.clip_frames, image_size=args.image_size, **path_cfg)
+    dataset_cfg = dict(data_path=csv_path, num_frames=args.clip_frames, image_size=args.image_size,
+                       sample_rate=args.sample_rate, **path_cfg)
     loader, _ = build_dataloader(dataset_cfg, batch_size=1, num_workers=workers, seed=args.seed)
     cpu, wall = cpu_seconds(), time.perf_counter()
     batches = iter(loader)
@@ -154,6 +165,7 @@ def main() -> None:
                         help="clips for the (slow) Open-Sora 1.2 path (default 8)")
     parser.add_argument("--workers", default="0,1,2", help="DataLoader worker counts (default 0,1,2)")
     parser.add_argument("--clip-frames", type=int, default=32)
+    parser.add_argument("--sample-rate", type=int, default=1, help="frame interval inside a clip (default 1)")
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--decoder-threads", type=int, default=video_io.DECODER_THREADS,
                         help="PyAV decoder threads per open file for ours (default: DECODER_THREADS)")
@@ -170,7 +182,8 @@ def main() -> None:
         parser.error(f"--gop-seconds {args.gop_seconds} must be between 1 and --seconds ({args.seconds})")
     videos = make_videos(args.cache_dir, args.seconds, args.gop_seconds, args.preset, heights)
     print(f"{len(videos)} videos ({', '.join(f'{h}x{w}' for _, h, w in videos)}), {args.seconds} s at {FPS} fps, "
-          f"keyframe every {args.gop_seconds} s; clips {args.clip_frames} x {args.image_size}px; "
+          f"keyframe every {args.gop_seconds} s; clips {args.clip_frames} x {args.image_size}px every "
+          f"{args.sample_rate} frames; "
           f"decoder threads {args.decoder_threads}; {os.cpu_count()} cores")
     totals: dict[str, list[float]] = {}
     names = args.paths.split(",")

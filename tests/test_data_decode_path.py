@@ -126,6 +126,10 @@ def test_unpicked_frames_are_skipped_without_changing_the_clip(tmp_path):
         np.testing.assert_array_equal(clip, reference[start:last + 1:sample_rate])
         # between the kept frames too: fewer decoded than the frames from the keyframe to the last one
         assert stats["decoded_frames"] < last + 1 - (48 if start >= 48 else 0)
+        everything = {}
+        np.testing.assert_array_equal(read_clip(path, num_frames, sample_rate, start, stats=everything,
+                                                skip_unpicked=False), clip)
+        assert everything["decoded_frames"] >= last + 1 - (48 if start >= 48 else 0)
 
 
 @pytest.mark.parametrize("degrees,turns", [(90, 1), (180, 2), (-90, 3), (270, 3)])

@@ -317,7 +317,8 @@ def _check_clip_args(path: str, num_frames: int, sample_rate: int, start: int,
 
 def read_clip(path: str | os.PathLike, num_frames: int, sample_rate: int = 1, start: int = 0,
               stats: dict | None = None, size: tuple[int, int] | None = None,
-              rng: np.random.Generator | None = None, threads: int | None = None) -> np.ndarray:
+              rng: np.random.Generator | None = None, threads: int | None = None,
+              skip_unpicked: bool = True) -> np.ndarray:
     """Read frames ``start, start + sample_rate, ...`` (``num_frames`` of them) as ``T H W C`` uint8, upright.
 
     Seeks to the keyframe at or before ``start`` and decodes forward only up to the last wanted frame.
@@ -325,7 +326,8 @@ def read_clip(path: str | os.PathLike, num_frames: int, sample_rate: int = 1, st
     cover ``size`` and cropped to it by :func:`cover_crop_plan` (offset drawn from ``rng``, centre when
     None), giving ``T height width 3``; the same clip as ``resize_crop(read_clip(...), height, width, rng)``
     up to the resize filter. ``threads``: decoder threads (frame threading when > 1; None: the module's
-    :data:`DECODER_THREADS` at call time).
+    :data:`DECODER_THREADS` at call time). ``skip_unpicked=False`` decodes every frame from the keyframe on,
+    as before the skipping existed (same frames; for comparisons).
     An image returns its single frame (``num_frames`` must be 1 and ``start`` 0).
     ``stats``, when given, receives ``decoded_frames`` (how many frames the decoder produced).
     Raises :class:`ClipTooShortError` when the file ends before the last wanted frame.
@@ -342,7 +344,8 @@ def read_clip(path: str | os.PathLike, num_frames: int, sample_rate: int = 1, st
         return image[None] if size is None else convert(av.VideoFrame.from_ndarray(image, format="rgb24"))[None]
     container = _open(path)
     try:
-        picked = _read_picked(container, path, num_frames, sample_rate, start, stats, convert, threads)
+        picked = _read_picked(container, path, num_frames, sample_rate, start, stats, convert, threads,
+                              skip_unpicked)
     except av.error.FFmpegError as err:
         raise VideoReadError(f"cannot read video {path}: {err}") from err
     finally:
@@ -355,7 +358,8 @@ def read_clip(path: str | os.PathLike, num_frames: int, sample_rate: int = 1, st
 
 
 def _read_picked(container: av.container.InputContainer, path: str, num_frames: int, sample_rate: int,
-                 start: int, stats: dict, convert: _FrameConverter, threads: int | None) -> list[np.ndarray]:
+                 start: int, stats: dict, convert: _FrameConverter, threads: int | None,
+                 skip_unpicked: bool) -> list[np.ndarray]:
     """Seek, decode and pick the clip's frames (see :func:`read_clip`)."""
     stream = container.streams.video[0]
     _set_threads(stream, DECODER_THREADS if threads is None else threads)
@@ -372,12 +376,14 @@ def _read_picked(container: av.container.InputContainer, path: str, num_frames: 
         first_index = start
     thresholds = [(stream.start_time or 0) + (Fraction(start + k * sample_rate) - Fraction(1, 2)) / fps
                   / stream.time_base for k in range(num_frames)]
-    picked = _pick_frames(_decoded_frames(container, stream, path, _UnpickedFrames(thresholds)), targets,
+    unpicked = _UnpickedFrames(thresholds) if skip_unpicked else None
+    picked = _pick_frames(_decoded_frames(container, stream, path, unpicked), targets,
                           half_period, stream_start, fps, first_index, stats, convert)
     if picked is None:
         # Some demuxers land after the wanted frame; fall back to decoding from the beginning.
         container.seek(0, stream=stream, backward=True, any_frame=False)
-        picked = _pick_frames(_decoded_frames(container, stream, path, _UnpickedFrames(thresholds)), targets,
+        unpicked = _UnpickedFrames(thresholds) if skip_unpicked else None
+        picked = _pick_frames(_decoded_frames(container, stream, path, unpicked), targets,
                               half_period, stream_start, fps, 0, stats, convert)
     return picked
 
