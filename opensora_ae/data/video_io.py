@@ -249,8 +249,9 @@ class _FrameConverter:
     """Decoded frame -> upright ``H W 3`` uint8 RGB; with ``size``, resized to cover it and cropped.
 
     With ``size = (height, width)`` the crop follows :func:`cover_crop_plan` on the displayed size of the
-    first converted frame (``rng`` draws its offset once per clip) and swscale converts YUV to RGB at the
-    resized size in the same pass, so no full-size RGB frame is made. Every frame is scaled to that plan.
+    first converted frame (``rng`` draws its offset once per clip); swscale scales the YUV frame to the
+    resized size and converts that small frame to RGB, so no full-size RGB frame is made. Every frame is
+    scaled to that plan.
     """
 
     def __init__(self, path: str, size: tuple[int, int] | None, rng: np.random.Generator | None):
