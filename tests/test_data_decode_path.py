@@ -6,6 +6,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from data_utils import frame_indices, write_indexed_video
 from opensora_ae.data.clips import load_clip
@@ -101,7 +102,6 @@ def test_dataset_transform_names(indexed_video):
 
 
 def test_image_resize_in_the_decoder(tmp_path):
-    from PIL import Image
     image = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
     Image.fromarray(image).save(tmp_path / "still.png")
     new = to_model_input(read_clip(tmp_path / "still.png", 1, size=(20, 20)))
