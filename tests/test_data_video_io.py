@@ -1,11 +1,15 @@
 """PyAV IO: exact clip reads on a lossless fixture, seeking, probing, images, writing, unreadable files."""
 
+import struct
+import zlib
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from data_utils import (frame_indices, indexed_frames, write_empty_file, write_indexed_video, write_text_as_video,
                         write_truncated_video)
+from opensora_ae.data.datasets import VideoTextDataset
 from opensora_ae.data.video_io import (ClipTooShortError, VideoReadError, is_image, probe, read_clip, read_video,
                                        write_video)
 
@@ -93,3 +97,31 @@ def test_unreadable_files_raise_an_error_naming_the_file(tmp_path, make_bad):
             read(path)
     with pytest.raises(VideoReadError, match="not found"):
         probe(tmp_path / "missing.mp4")
+
+
+def write_png_header(path, width: int, height: int) -> None:
+    """A PNG whose header claims ``width x height`` RGB pixels (no real pixel data: Pillow refuses it first)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    with open(path, "wb") as handle:
+        handle.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+
+
+def test_decompression_bomb_images_are_unreadable_files(tmp_path):
+    bomb = tmp_path / "bomb.png"
+    write_png_header(bomb, 20000, 20000)  # 4e8 pixels: past 2 x PIL.Image.MAX_IMAGE_PIXELS
+    assert 20000 * 20000 > 2 * Image.MAX_IMAGE_PIXELS
+    for read in (probe, lambda p: read_clip(p, 1), read_video):
+        with pytest.raises(VideoReadError, match="bomb.png.*decompression-bomb limit"):
+            read(bomb)
+
+
+def test_dataset_skips_and_names_a_decompression_bomb(tmp_path):
+    write_indexed_video(tmp_path / "a.mp4", 12)
+    write_indexed_video(tmp_path / "b.mp4", 12)
+    write_png_header(tmp_path / "bomb.png", 20000, 20000)
+    dataset = VideoTextDataset(str(tmp_path), num_frames=4, image_size=(16, 16))
+    assert set(dataset.unreadable) == {str(tmp_path / "bomb.png")}
+    assert "decompression-bomb" in dataset.unreadable[str(tmp_path / "bomb.png")]

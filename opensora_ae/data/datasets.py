@@ -38,9 +38,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from opensora_ae.data.transforms import clip_start, frame_interval, frames_needed, resize_crop
+from opensora_ae.data.clips import check_transform_name, load_clip
+from opensora_ae.data.transforms import clip_start, frame_interval, frames_needed
 from opensora_ae.data.video_io import (IMAGE_EXTS, VIDEO_EXTS, VideoInfo, VideoReadError, is_image, is_video,
-                                       probe, read_clip)
+                                       probe)
 from opensora_ae.registry import DATASETS
 
 logger = logging.getLogger(__name__)
@@ -152,15 +153,16 @@ class VideoTextDataset(Dataset):
         sample_rate: frame interval of a clip (1 = consecutive frames).
         fps_max: when set, the interval is ``ceil(fps / fps_max)`` for sources faster than ``fps_max``
             (takes precedence over ``sample_rate``).
-        transform_name: only ``"resize_crop"`` (resize to cover, then crop).
+        transform_name: ``"resize_crop"`` (resize to cover while decoding, then crop) or
+            ``"resize_crop_torch"`` (full-size RGB, then torch resize; see :mod:`opensora_ae.data.clips`).
         training: random clip start and random crop (True) or first frames and centre crop (False).
     """
 
     def __init__(self, data_path: str, num_frames: int = 17, image_size: int | Sequence[int] = (256, 256),
                  sample_rate: int = 1, fps_max: float | None = None, transform_name: str = "resize_crop",
                  training: bool = True):
-        if transform_name != "resize_crop":
-            raise ValueError(f"dataset.transform_name {transform_name!r} is unknown; use 'resize_crop'")
+        check_transform_name(transform_name)
+        self.transform_name = transform_name
         if num_frames < 1 or sample_rate < 1:
             raise ValueError(f"dataset.num_frames and dataset.sample_rate must be >= 1, got {num_frames}, {sample_rate}")
         self.data_path = str(data_path)
@@ -233,6 +235,11 @@ class VideoTextDataset(Dataset):
         """Read exactly ``request`` (no replacement by another file, for inference); raises VideoReadError."""
         return self._load(request.index, request, np.random.default_rng(request.seed))
 
+    def _read(self, path: str, num_frames: int, interval: int, start: int, size: tuple[int, int],
+              rng: np.random.Generator | None) -> torch.Tensor:
+        """One clip as float ``C T H W`` in [-1, 1] (``transform_name`` decides where it is resized)."""
+        return load_clip(path, num_frames, interval, start, size, rng, self.transform_name)
+
     def _replacement(self, request: SampleRequest, rng: np.random.Generator) -> int | None:
         candidates = rng.permutation(len(self))[:64]
         for index in candidates:
@@ -251,8 +258,8 @@ class VideoTextDataset(Dataset):
             raise VideoReadError(f"video {path} is too short: {info.num_frames} frames, a clip of "
                                  f"{request.num_frames} every {interval} needs {frames_needed(request.num_frames, interval)}")
         start = clip_start(info.num_frames, request.num_frames, interval, rng if self.training else None)
-        frames = read_clip(path, request.num_frames, interval, start)
-        video = resize_crop(frames, request.height, request.width, rng if self.training else None)
+        video = self._read(path, request.num_frames, interval, start, (request.height, request.width),
+                           rng if self.training else None)
         return {"video": video, "path": path, "num_frames": info.num_frames, "height": info.height,
                 "width": info.width, "fps": info.fps}
 

@@ -1,4 +1,4 @@
-"""Frame-level transforms: temporal sampling and ``resize_crop``.
+"""Frame-level transforms: temporal sampling, the cover-and-crop rule and ``resize_crop``.
 
 Input clips are ``T H W C`` uint8 (as read by :mod:`opensora_ae.data.video_io`); model inputs are float
 ``C T H W`` in ``[-1, 1]``.
@@ -7,6 +7,7 @@ Input clips are ``T H W C`` uint8 (as read by :mod:`opensora_ae.data.video_io`);
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -46,28 +47,69 @@ def clip_start(total_frames: int, num_frames: int, interval: int, rng: np.random
     return int(rng.integers(0, last_start + 1))
 
 
+class CropPlan(NamedTuple):
+    """Where a ``src_h x src_w`` frame goes: resize to ``resized_h x resized_w``, keep ``height x width`` at
+    ``(top, left)`` of the resized frame."""
+
+    resized_h: int
+    resized_w: int
+    top: int
+    left: int
+    height: int
+    width: int
+
+
+def cover_crop_plan(src_h: int, src_w: int, height: int, width: int,
+                    rng: np.random.Generator | None = None) -> CropPlan:
+    """The resize-to-cover-then-crop rule shared by :func:`resize_crop` and the decoder-side resize.
+
+    The frame is scaled (aspect ratio kept) by the smallest factor that covers ``height x width``, then a
+    window of that size is cut at a random offset drawn from ``rng`` (top first, then left; training) or at
+    the centre when ``rng`` is None (inference).
+    """
+    if min(src_h, src_w, height, width) < 1:
+        raise ValueError(f"cover_crop_plan needs positive sizes, got source {src_h}x{src_w}, target {height}x{width}")
+    scale = max(height / src_h, width / src_w)
+    resized_h, resized_w = max(height, round(src_h * scale)), max(width, round(src_w * scale))
+    top, left = _crop_offsets(resized_h - height, resized_w - width, rng)
+    return CropPlan(resized_h, resized_w, top, left, height, width)
+
+
 def resize_crop(frames: np.ndarray | torch.Tensor, height: int, width: int,
                 rng: np.random.Generator | None = None) -> torch.Tensor:
     """``T H W C`` uint8 -> float ``C T H W`` in [-1, 1] of size ``height x width``.
 
-    Resizes (bilinear, antialiased) so the frame covers the target while keeping its aspect ratio (the short
-    side relative to the target ratio matches), then crops: at a random offset drawn from ``rng`` (training)
-    or at the centre when ``rng`` is None (inference).
+    Resizes with torch (bilinear, antialiased when shrinking) following :func:`cover_crop_plan`, then crops.
     """
-    video = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
+    video = _as_tensor(frames)
     if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != torch.uint8:
         raise ValueError(f"resize_crop expects T H W 3 uint8 frames, got shape {tuple(video.shape)} {video.dtype}")
     # T H W C seen as T C H W is channels-last: torch's fast uint8 resize path, no full-size float copy.
     video = video.permute(0, 3, 1, 2)
     src_h, src_w = video.shape[-2:]
-    scale = max(height / src_h, width / src_w)
-    resized_h, resized_w = max(height, round(src_h * scale)), max(width, round(src_w * scale))
-    if (resized_h, resized_w) != (src_h, src_w):
-        video = F.interpolate(video, size=(resized_h, resized_w), mode="bilinear", align_corners=False,
-                              antialias=scale < 1)
-    top, left = _crop_offsets(resized_h - height, resized_w - width, rng)
-    video = video[:, :, top:top + height, left:left + width].float()
-    return (video / 127.5 - 1.0).permute(1, 0, 2, 3).contiguous()
+    plan = cover_crop_plan(src_h, src_w, height, width, rng)
+    if (plan.resized_h, plan.resized_w) != (src_h, src_w):
+        video = F.interpolate(video, size=(plan.resized_h, plan.resized_w), mode="bilinear", align_corners=False,
+                              antialias=plan.resized_h < src_h or plan.resized_w < src_w)
+    video = video[:, :, plan.top:plan.top + height, plan.left:plan.left + width]
+    return to_model_input(video.permute(0, 2, 3, 1))
+
+
+def to_model_input(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """``T H W C`` uint8 -> float ``C T H W`` in [-1, 1] (``x / 127.5 - 1``)."""
+    video = _as_tensor(frames)
+    if video.ndim != 4 or video.dtype != torch.uint8:
+        raise ValueError(f"to_model_input expects T H W C uint8 frames, got shape {tuple(video.shape)} {video.dtype}")
+    # Reorder the 1-byte values first, then scale in place: one float allocation, written in order.
+    return video.permute(3, 0, 1, 2).contiguous().float().div_(127.5).sub_(1.0)
+
+
+def _as_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A tensor view of ``frames``; arrays with negative strides (``np.rot90`` views) are copied first."""
+    if isinstance(frames, torch.Tensor):
+        return frames
+    array = np.asarray(frames)
+    return torch.from_numpy(np.ascontiguousarray(array) if any(step < 0 for step in array.strides) else array)
 
 
 def _crop_offsets(spare_h: int, spare_w: int, rng: np.random.Generator | None) -> tuple[int, int]:

@@ -4,7 +4,12 @@ Arrays are ``T H W C`` uint8 RGB (``C == 3``). Frame ``i`` of a video is the ``i
 presentation order; its time is ``i / fps`` seconds after the stream start.
 
 * :func:`read_clip` decodes only what a clip needs: it seeks to the keyframe at or before the first
-  wanted frame, decodes forward, picks frames by timestamp and stops after the last wanted frame.
+  wanted frame, decodes forward (frames the clip does not keep and no other frame references are skipped by
+  the decoder), picks frames by timestamp, converts only the picked ones and stops after the last wanted frame.
+  With ``size`` it also resizes to cover ``size`` and crops while converting (FFmpeg's swscale does the
+  YUV -> RGB conversion and the resize in one pass, on the kept frames only).
+* Videos whose display matrix rotates them (phone footage: 90/180/270 degrees) come back upright, as a player
+  shows them; :func:`probe` reports the displayed height and width.
 * :func:`read_video` decodes a whole file.
 * :func:`probe` reads frame count, fps, height and width from container metadata and falls back to
   counting packets when the container does not store a frame count.
@@ -14,21 +19,32 @@ presentation order; its time is ``i / fps`` seconds after the stream start.
   writes libx264rgb at crf 0 (exact RGB round trip, any size), which the tests use as fixtures.
 
 Unreadable files raise :class:`VideoReadError` (a clip longer than the file raises its subclass
-:class:`ClipTooShortError`); the message names the file.
+:class:`ClipTooShortError`); the message names the file. Images past Pillow's decompression-bomb limit
+(``PIL.Image.MAX_IMAGE_PIXELS``) are unreadable files too.
 """
 
 from __future__ import annotations
 
+import bisect
 import os
 from fractions import Fraction
-from typing import Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from PIL import Image
+
+from opensora_ae.data.transforms import CropPlan, cover_crop_plan
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".flv", ".mpeg", ".mpg", ".gif")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+# swscale filter of the decoder-side resize; with its footprint scaled to the ratio it antialiases like
+# torch's bilinear ``antialias=True`` (docs/data.md gives the measured difference to ``resize_crop``).
+RESIZE_INTERPOLATION = "BILINEAR"
+# Decoder threads per open file. Measured in benchmarks/bench_loader.py: with DataLoader workers one
+# thread per worker gives the most clips per busy core (docs/benchmarks.md).
+DECODER_THREADS = 1
 
 
 class VideoReadError(RuntimeError):
@@ -62,6 +78,9 @@ def _read_image(path: str) -> np.ndarray:
     try:
         with Image.open(path) as image:
             rgb = np.asarray(image.convert("RGB"))
+    except Image.DecompressionBombError as err:
+        raise VideoReadError(f"cannot read image {path}: past Pillow's decompression-bomb limit "
+                             f"(PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}): {err}") from err
     except (OSError, ValueError, SyntaxError) as err:
         raise VideoReadError(f"cannot read image {path}: {err}") from err
     return rgb[None].copy()
@@ -95,8 +114,55 @@ def _stream_start_seconds(stream: av.video.stream.VideoStream) -> float:
     return float(stream.start_time * stream.time_base)
 
 
+def _quarter_turns(frame: av.VideoFrame, path: str) -> int:
+    """Counter-clockwise quarter turns that show ``frame`` upright (from its display matrix; 0 without one).
+
+    FFmpeg's display rotation is counter-clockwise, the same sense as ``np.rot90`` on ``H W C`` arrays.
+    """
+    degrees = frame.rotation
+    if degrees % 90:
+        raise VideoReadError(f"video {path} has a display rotation of {degrees} degrees; only multiples of 90 "
+                             f"are supported (re-encode it upright)")
+    return (degrees // 90) % 4
+
+
+def _set_threads(stream: av.video.stream.VideoStream, threads: int) -> None:
+    """``threads`` > 1: FFmpeg frame + slice threading with that many threads; 1: decode on the caller's thread."""
+    if threads < 1:
+        raise ValueError(f"decoder threads must be >= 1, got {threads}")
+    context = stream.codec_context
+    context.thread_count = threads
+    context.thread_type = "AUTO" if threads > 1 else "SLICE"
+
+
+def _first_frame_and_packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                             count_packets: bool, path: str) -> tuple[av.VideoFrame, int]:
+    """The first decodable frame and, when ``count_packets``, the number of non-empty packets (one pass).
+
+    The decoder is drained after each packet until a frame comes out, so only the first keyframe is decoded
+    (a decoder holds frames back for B-frame reordering otherwise, decoding several more).
+    """
+    context = stream.codec_context
+    first, packets = None, 0
+    for packet in container.demux(stream):
+        packets += packet.size > 0
+        if first is None and packet.size > 0:
+            frames = stream.decode(packet) or stream.decode(None)
+            first = frames[0] if frames else None
+            context.flush_buffers()  # drained: reset before the next packet
+        if first is not None and not count_packets:
+            break
+    if first is None:
+        raise VideoReadError(f"video {path} has no decodable frames")
+    return first, packets
+
+
 def probe(path: str | os.PathLike) -> VideoInfo:
-    """Frame count, fps, height and width of a video (metadata, else packet count) or an image."""
+    """Frame count, fps, displayed height and width of a video (metadata, else packet count) or an image.
+
+    The first frame is decoded for its display matrix: a video rotated by 90 or 270 degrees reports its
+    coded width as height and its coded height as width, as a player shows it.
+    """
     path = str(path)
     if is_image(path):
         frame = _read_image(path)
@@ -104,12 +170,14 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     container = _open(path)
     try:
         stream = container.streams.video[0]
+        _set_threads(stream, 1)
         fps = _stream_fps(stream, path)
-        num_frames = stream.frames
-        if num_frames <= 0:
-            # No frame count stored (e.g. some mkv/webm): count packets without decoding them.
-            num_frames = sum(1 for packet in container.demux(stream) if packet.size > 0)
-        height, width = stream.codec_context.height, stream.codec_context.width
+        # No frame count stored (e.g. some mkv/webm): count packets without decoding them.
+        first, packets = _first_frame_and_packets(container, stream, stream.frames <= 0, path)
+        num_frames = stream.frames if stream.frames > 0 else packets
+        height, width = first.height, first.width
+        if _quarter_turns(first, path) % 2:
+            height, width = width, height
     except av.error.FFmpegError as err:
         raise VideoReadError(f"cannot probe video {path}: {err}") from err
     finally:
@@ -119,10 +187,53 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     return VideoInfo(int(num_frames), float(fps), int(height), int(width))
 
 
+class _UnpickedFrames:
+    """Tells, packet by packet, which frames the clip cannot pick, so the decoder may drop them unless referenced.
+
+    A frame is picked for target ``k`` only if it is the first frame shown at or after ``thresholds[k]``
+    (the target time minus half a frame, in stream ticks). A frame shown before every threshold is never
+    picked (the pre-roll after a seek). A later frame is not picked either once a frame that is decoded
+    for sure (its packet was not marked) lies in ``[threshold, pts)`` for the last threshold at or before it:
+    that frame is shown first, for that threshold and every earlier one. Marked packets still decode when
+    other frames reference them (``skip_frame=NONREF``), so only unreferenced frames are dropped and the
+    picked frames are exactly those of a full decode. One tick of margin keeps float timestamps on the safe side.
+    """
+
+    def __init__(self, thresholds: list[Fraction]):
+        self.thresholds = thresholds
+        self.decoded: list[int] = []  # sorted pts of packets sent to the decoder unmarked
+
+    def unpicked(self, pts: int | None) -> bool:
+        if pts is None:
+            return False
+        below = bisect.bisect_right(self.thresholds, pts + 1)
+        if below == 0:
+            return True
+        earlier = bisect.bisect_left(self.decoded, pts)
+        return earlier > 0 and self.decoded[earlier - 1] >= self.thresholds[below - 1] + 1
+
+    def mark(self, pts: int | None) -> bool:
+        """True when the packet's frame is never picked; otherwise records it as decoded for sure."""
+        if self.unpicked(pts):
+            return True
+        if pts is not None:
+            bisect.insort(self.decoded, pts)
+        return False
+
+
 def _decoded_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
-                    path: str) -> Iterator[av.VideoFrame]:
+                    path: str, unpicked: _UnpickedFrames | None = None) -> Iterator[av.VideoFrame]:
+    """Frames in presentation order; with ``unpicked``, frames the clip never picks decode only if referenced.
+
+    The decoder still needs every reference frame, but the others (most B-frames before and between the
+    clip's frames) are dropped before any decoding work.
+    """
+    context = stream.codec_context
     try:
-        yield from container.decode(stream)
+        for packet in container.demux(stream):
+            if unpicked is not None:
+                context.skip_frame = "NONREF" if unpicked.mark(packet.pts) else "DEFAULT"
+            yield from stream.decode(packet)
     except av.error.FFmpegError as err:
         raise VideoReadError(f"corrupt video data in {path}: {err}") from err
 
@@ -134,12 +245,48 @@ def _frame_seconds(frame: av.VideoFrame, start: float, decoded_index: int, fps: 
     return frame.time - start
 
 
+class _FrameConverter:
+    """Decoded frame -> upright ``H W 3`` uint8 RGB; with ``size``, resized to cover it and cropped.
+
+    With ``size = (height, width)`` the crop follows :func:`cover_crop_plan` on the displayed size of the
+    first converted frame (``rng`` draws its offset once per clip); swscale scales the YUV frame to the
+    resized size and converts that small frame to RGB, so no full-size RGB frame is made. Every frame is
+    scaled to that plan.
+    """
+
+    def __init__(self, path: str, size: tuple[int, int] | None, rng: np.random.Generator | None):
+        self.path, self.size, self.rng = path, size, rng
+        self.plan: CropPlan | None = None
+        # One scaler and one converter per clip keep their swscale set-up across frames.
+        self.scaler, self.to_rgb = VideoReformatter(), VideoReformatter()
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        turns = _quarter_turns(frame, self.path)
+        if self.size is None:
+            return np.rot90(frame.to_ndarray(format="rgb24"), turns)
+        if self.plan is None:
+            shown_h, shown_w = (frame.width, frame.height) if turns % 2 else (frame.height, frame.width)
+            self.plan = cover_crop_plan(shown_h, shown_w, self.size[0], self.size[1], self.rng)
+        plan = self.plan
+        coded_h, coded_w = (plan.resized_w, plan.resized_h) if turns % 2 else (plan.resized_h, plan.resized_w)
+        # Scaling the planar YUV frame and converting the small result is ~3x cheaper than swscale's
+        # combined scale-and-convert (docs/data.md); chroma keeps its own subsampled resolution.
+        # One swscale thread: loader workers are the parallelism, extra threads only add overhead.
+        scaled = self.scaler.reformat(frame, width=coded_w, height=coded_h, interpolation=RESIZE_INTERPOLATION,
+                                      threads=1)
+        rgb = self.to_rgb.reformat(scaled, format="rgb24", threads=1).to_ndarray()
+        upright = np.rot90(rgb, turns)
+        return upright[plan.top:plan.top + plan.height, plan.left:plan.left + plan.width]
+
+
 def _pick_frames(frames: Iterator[av.VideoFrame], targets: list[float], half_period: float,
-                 start: float, fps: Fraction, first_index: int, stats: dict) -> list[np.ndarray] | None:
+                 start: float, fps: Fraction, first_index: int, stats: dict,
+                 convert: Callable[[av.VideoFrame], np.ndarray]) -> list[np.ndarray] | None:
     """Take, for each target time, the first decoded frame at or after it (within half a frame).
 
     Several targets may share one frame (variable frame rate gaps); decoding stops after the last target.
-    Returns None when decoding started after the first target (a seek that overshot).
+    Only picked frames are converted. Returns None when decoding started after the first target (a seek
+    that overshot).
     """
     picked: list[np.ndarray] = []
     decoded = 0
@@ -151,7 +298,7 @@ def _pick_frames(frames: Iterator[av.VideoFrame], targets: list[float], half_per
         decoded += 1
         if seconds < targets[len(picked)] - half_period:
             continue
-        rgb = frame.to_ndarray(format="rgb24")
+        rgb = convert(frame)
         while len(picked) < len(targets) and seconds >= targets[len(picked)] - half_period:
             picked.append(rgb)
         if len(picked) == len(targets):
@@ -160,46 +307,46 @@ def _pick_frames(frames: Iterator[av.VideoFrame], targets: list[float], half_per
     return picked
 
 
+def _check_clip_args(path: str, num_frames: int, sample_rate: int, start: int,
+                     size: tuple[int, int] | None) -> None:
+    if num_frames < 1 or sample_rate < 1 or start < 0:
+        raise ValueError(f"read_clip({path}): need num_frames >= 1, sample_rate >= 1, start >= 0; "
+                         f"got {num_frames}, {sample_rate}, {start}")
+    if size is not None and min(size) < 1:
+        raise ValueError(f"read_clip({path}): size must be (height, width) >= 1, got {size}")
+
+
 def read_clip(path: str | os.PathLike, num_frames: int, sample_rate: int = 1, start: int = 0,
-              stats: dict | None = None) -> np.ndarray:
-    """Read frames ``start, start + sample_rate, ...`` (``num_frames`` of them) as ``T H W C`` uint8.
+              stats: dict | None = None, size: tuple[int, int] | None = None,
+              rng: np.random.Generator | None = None, threads: int | None = None,
+              skip_unpicked: bool = True) -> np.ndarray:
+    """Read frames ``start, start + sample_rate, ...`` (``num_frames`` of them) as ``T H W C`` uint8, upright.
 
     Seeks to the keyframe at or before ``start`` and decodes forward only up to the last wanted frame.
+    ``size = (height, width)``: each kept frame is resized (swscale, :data:`RESIZE_INTERPOLATION`) to
+    cover ``size`` and cropped to it by :func:`cover_crop_plan` (offset drawn from ``rng``, centre when
+    None), giving ``T height width 3``; the same clip as ``resize_crop(read_clip(...), height, width, rng)``
+    up to the resize filter. ``threads``: decoder threads (frame threading when > 1; None: the module's
+    :data:`DECODER_THREADS` at call time). ``skip_unpicked=False`` decodes every frame from the keyframe on,
+    as before the skipping existed (same frames; for comparisons).
     An image returns its single frame (``num_frames`` must be 1 and ``start`` 0).
     ``stats``, when given, receives ``decoded_frames`` (how many frames the decoder produced).
     Raises :class:`ClipTooShortError` when the file ends before the last wanted frame.
     """
     path = str(path)
-    if num_frames < 1 or sample_rate < 1 or start < 0:
-        raise ValueError(f"read_clip({path}): need num_frames >= 1, sample_rate >= 1, start >= 0; "
-                         f"got {num_frames}, {sample_rate}, {start}")
+    _check_clip_args(path, num_frames, sample_rate, start, size)
     stats = {} if stats is None else stats
+    convert = _FrameConverter(path, size, rng)
     if is_image(path):
         if num_frames != 1 or start != 0:
             raise ClipTooShortError(f"image {path} has 1 frame; asked for {num_frames} from frame {start}")
         stats["decoded_frames"] = 1
-        return _read_image(path)
+        image = _read_image(path)[0]
+        return image[None] if size is None else convert(av.VideoFrame.from_ndarray(image, format="rgb24"))[None]
     container = _open(path)
     try:
-        stream = container.streams.video[0]
-        fps = _stream_fps(stream, path)
-        stream_start = _stream_start_seconds(stream)
-        targets = [(start + k * sample_rate) / float(fps) for k in range(num_frames)]
-        half_period = 0.5 / float(fps)
-        first_index = 0
-        if start > 0:
-            # Exact arithmetic so the seek lands on a keyframe that sits exactly at ``start``.
-            start_pts = (stream.start_time or 0) + Fraction(start) / fps / stream.time_base
-            container.seek(int(start_pts), stream=stream, backward=True, any_frame=False)
-            # After a seek the frame index of timestamp-less frames is unknown; assume the target.
-            first_index = start
-        picked = _pick_frames(_decoded_frames(container, stream, path), targets, half_period,
-                              stream_start, fps, first_index, stats)
-        if picked is None:
-            # Some demuxers land after the wanted frame; fall back to decoding from the beginning.
-            container.seek(0, stream=stream, backward=True, any_frame=False)
-            picked = _pick_frames(_decoded_frames(container, stream, path), targets, half_period,
-                                  stream_start, fps, 0, stats)
+        picked = _read_picked(container, path, num_frames, sample_rate, start, stats, convert, threads,
+                              skip_unpicked)
     except av.error.FFmpegError as err:
         raise VideoReadError(f"cannot read video {path}: {err}") from err
     finally:
@@ -211,15 +358,47 @@ def read_clip(path: str | os.PathLike, num_frames: int, sample_rate: int = 1, st
     return np.stack(picked)
 
 
+def _read_picked(container: av.container.InputContainer, path: str, num_frames: int, sample_rate: int,
+                 start: int, stats: dict, convert: _FrameConverter, threads: int | None,
+                 skip_unpicked: bool) -> list[np.ndarray]:
+    """Seek, decode and pick the clip's frames (see :func:`read_clip`)."""
+    stream = container.streams.video[0]
+    _set_threads(stream, DECODER_THREADS if threads is None else threads)
+    fps = _stream_fps(stream, path)
+    stream_start = _stream_start_seconds(stream)
+    targets = [(start + k * sample_rate) / float(fps) for k in range(num_frames)]
+    half_period = 0.5 / float(fps)
+    first_index = 0
+    if start > 0:
+        # Exact arithmetic so the seek lands on a keyframe that sits exactly at ``start``.
+        start_pts = (stream.start_time or 0) + Fraction(start) / fps / stream.time_base
+        container.seek(int(start_pts), stream=stream, backward=True, any_frame=False)
+        # After a seek the frame index of timestamp-less frames is unknown; assume the target.
+        first_index = start
+    thresholds = [(stream.start_time or 0) + (Fraction(start + k * sample_rate) - Fraction(1, 2)) / fps
+                  / stream.time_base for k in range(num_frames)]
+    unpicked = _UnpickedFrames(thresholds) if skip_unpicked else None
+    picked = _pick_frames(_decoded_frames(container, stream, path, unpicked), targets,
+                          half_period, stream_start, fps, first_index, stats, convert)
+    if picked is None:
+        # Some demuxers land after the wanted frame; fall back to decoding from the beginning.
+        container.seek(0, stream=stream, backward=True, any_frame=False)
+        unpicked = _UnpickedFrames(thresholds) if skip_unpicked else None
+        picked = _pick_frames(_decoded_frames(container, stream, path, unpicked), targets,
+                              half_period, stream_start, fps, 0, stats, convert)
+    return picked
+
+
 def read_video(path: str | os.PathLike) -> np.ndarray:
-    """Decode every frame of a video (or the single frame of an image) as ``T H W C`` uint8."""
+    """Decode every frame of a video (or the single frame of an image) as ``T H W C`` uint8, upright."""
     path = str(path)
     if is_image(path):
         return _read_image(path)
     container = _open(path)
+    convert = _FrameConverter(path, None, None)
     try:
         stream = container.streams.video[0]
-        frames = [frame.to_ndarray(format="rgb24") for frame in _decoded_frames(container, stream, path)]
+        frames = [convert(frame) for frame in _decoded_frames(container, stream, path)]
     except av.error.FFmpegError as err:
         raise VideoReadError(f"cannot read video {path}: {err}") from err
     finally:

@@ -1,0 +1,40 @@
+"""Training clips: decode, resize to cover, crop and map to model input in one call (:func:`load_clip`).
+
+``transform_name`` chooses where the resize happens; both follow the same crop rule
+(:func:`~opensora_ae.data.transforms.cover_crop_plan`, same ``rng`` draws) and give the same clip up to the
+resize filter (docs/data.md, "Decode path"):
+
+* ``"resize_crop"``: FFmpeg scales each kept frame while converting it from YUV (swscale), then the crop is
+  cut; no full-size RGB frame is made.
+* ``"resize_crop_torch"``: every kept frame is converted to full-size RGB, then
+  :func:`~opensora_ae.data.transforms.resize_crop` resizes with torch (bilinear, antialiased) and crops.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from opensora_ae.data.transforms import resize_crop, to_model_input
+from opensora_ae.data.video_io import read_clip
+
+CLIP_TRANSFORMS = ("resize_crop", "resize_crop_torch")
+
+
+def check_transform_name(transform_name: str) -> None:
+    """One-line error for a ``dataset.transform_name`` that is not in :data:`CLIP_TRANSFORMS`."""
+    if transform_name not in CLIP_TRANSFORMS:
+        raise ValueError(f"dataset.transform_name {transform_name!r} is unknown; use one of "
+                         f"{', '.join(repr(name) for name in CLIP_TRANSFORMS)}")
+
+
+def load_clip(path: str, num_frames: int, interval: int, start: int, size: tuple[int, int],
+              rng: np.random.Generator | None, transform_name: str = "resize_crop") -> torch.Tensor:
+    """Frames ``start, start + interval, ...`` of ``path`` as float ``C T H W`` in [-1, 1] of ``size = (H, W)``.
+
+    ``rng`` draws the crop offset (training); None crops at the centre.
+    """
+    check_transform_name(transform_name)
+    if transform_name == "resize_crop_torch":
+        return resize_crop(read_clip(path, num_frames, interval, start), size[0], size[1], rng)
+    return to_model_input(read_clip(path, num_frames, interval, start, size=size, rng=rng))
