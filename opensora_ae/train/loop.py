@@ -165,10 +165,11 @@ def _run(cfg: Config, ctx: parallel.DistContext, dtype: torch.dtype, run_dir: Pa
                 states.batches_in_epoch += 1
                 x = batch_video(batch, cfg, ctx.device, states.global_step)
                 metrics, x_rec = train_iteration(x, models, losses, trainables, states, ctx, dtype, cfg)
-                if metrics is None:
-                    report_skipped(batch, states, logger, ctx, saver)
+                if metrics is None or metrics.get("disc_skipped"):
+                    report_skipped(batch, states, logger, ctx, saver, "discriminator" if metrics else "autoencoder")
                 else:
                     states.extra["consecutive_skipped"] = 0
+                if metrics is not None:
                     states.samples_seen += int(parallel.all_reduce_sum(x.shape[0], ctx.device))
                     after_step(cfg, states, metrics, logger, saver, x, x_rec, ctx)
                 if parallel.any_rank(bool(stop.signum), ctx.device):
@@ -402,7 +403,8 @@ def train_iteration(x: torch.Tensor, models: Models, losses: Losses, trainables:
     """One optimizer iteration; returns its metrics and the detached reconstruction.
 
     Metrics are None when the iteration is skipped (non-finite loss, or non-finite gradient in fp32/bf16): no
-    update and ``global_step`` unchanged. An fp16 gradient overflow is the grad scaler's normal probing: the
+    update and ``global_step`` unchanged. A non-finite discriminator gradient skips only the discriminator update
+    (the autoencoder step counts) and sets ``disc_skipped`` = 1 in the metrics. An fp16 gradient overflow is the grad scaler's normal probing: the
     update is skipped, the scale backs off, and the iteration counts (``fp16_overflow`` = 1 in the metrics).
     """
     step = states.global_step
@@ -492,8 +494,11 @@ def discriminator_iteration(x: torch.Tensor, x_rec: torch.Tensor, models: Models
         fake_logits = models.discriminator_ddp(x_rec.contiguous())
         terms = loss_fn(real_logits, fake_logits, step)
     disc_norm = backward_and_step(terms["total"], trainable, grad_clip)
-    return {"loss_disc": terms["disc"], "logits_real": terms["logits_real"], "logits_fake": terms["logits_fake"],
-            "disc_grad_norm": disc_norm}
+    metrics = {"loss_disc": terms["disc"], "logits_real": terms["logits_real"], "logits_fake": terms["logits_fake"],
+               "disc_grad_norm": disc_norm}
+    if not torch.isfinite(disc_norm) and not trainable.scaler.is_enabled():  # fp16 overflow is the scaler probing
+        metrics["disc_skipped"] = 1.0
+    return metrics
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -550,16 +555,19 @@ def mean_over_ranks(metrics: dict[str, float], ctx: parallel.DistContext) -> dic
 
 
 def report_skipped(batch: dict[str, Any], states: RunningStates, logger: TrainLogger, ctx: parallel.DistContext,
-                   saver: _Saver) -> None:
-    """Count a skipped (non-finite) step, log the batch's files; after too many in a row, save the last good state
-    (skipped steps changed no weights) and stop."""
+                   saver: _Saver, part: str = "autoencoder") -> None:
+    """Count a skipped (non-finite) update of ``part`` ("autoencoder": the whole step; "discriminator": its update
+    only), log the batch's files; after too many in a row, save the last good state (skipped updates changed no
+    weights) and stop."""
     states.skipped_steps += 1
     consecutive = states.extra.get("consecutive_skipped", 0) + 1
     states.extra["consecutive_skipped"] = consecutive
     paths = [p for rank_paths in parallel.all_gather_objects(list(batch.get("path", []))) for p in rank_paths]
-    logger.write_event("skipped_step", step=states.global_step, skipped_steps=states.skipped_steps,
+    step = states.global_step - (part == "discriminator")  # the 0-based iteration (a discriminator skip counted it)
+    logger.write_event("skipped_step", step=step, part=part, skipped_steps=states.skipped_steps,
                        consecutive=consecutive, paths=paths)
-    logger.message(f"non-finite loss or gradient at step {states.global_step}: step skipped "
+    what = "step skipped" if part == "autoencoder" else "discriminator update skipped"
+    logger.message(f"non-finite {part} loss or gradient at step {step}: {what} "
                    f"({states.skipped_steps} so far); batch files: {', '.join(paths)}")
     if consecutive >= MAX_CONSECUTIVE_NONFINITE:
         states.extra["consecutive_skipped"] = 0  # a resumed run gets a fresh allowance
