@@ -76,7 +76,8 @@ def test_a_run_whose_outputs_all_exist_succeeds(data, tmp_path):
     assert not report.written and len(report.existing) == 2
 
 
-def test_disk_full_while_writing_an_output_is_one_line_and_keeps_earlier_outputs(data, tmp_path, monkeypatch):
+def test_disk_full_while_writing_an_output_is_one_line_and_keeps_earlier_outputs(data, tmp_path, monkeypatch,
+                                                                                  capsys):
     save_dir = tmp_path / "out"
     reconstruct_dataset(_cfg(data, save_dir), CPU)
     before = {name: (save_dir / name).read_bytes() for name in _files(save_dir)}
@@ -96,3 +97,11 @@ def test_disk_full_while_writing_an_output_is_one_line_and_keeps_earlier_outputs
     assert message.startswith(f"{save_dir / 'recn/sub/b_recn.mp4'}: no space left on device")
     assert _files(save_dir) == sorted(before)  # no temporary file left
     assert (save_dir / "recn/sub/b_recn.mp4").read_bytes() == before["recn/sub/b_recn.mp4"]
+    # The script: that line on stderr, status 2, no traceback.
+    config = write_config(tmp_path / "cfg.py", {**tiny_model_cfg(), "random_init": True}, data)
+    with pytest.raises(SystemExit) as exit_info:
+        run_script("inference.py", [str(config), "--save-dir", str(save_dir), "--overwrite", "True"], monkeypatch)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"error: {save_dir / 'recn/sub/b_recn.mp4'}: no space left on device")

@@ -360,9 +360,10 @@ def test_disk_full_while_saving_is_one_line_and_keeps_the_previous_checkpoint(tm
         return real_save(obj, path, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", full_disk)
+    real_usage = shutil.disk_usage(tmp_path)
     if failure == "torch_zip_writer":  # torch.save gives no errno: the free space tells
         monkeypatch.setattr("opensora_ae.write_errors.shutil.disk_usage",
-                            lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0))
+                            lambda path: type(real_usage)(total=10**9, used=10**9, free=0))
     with pytest.raises(WriteFailedError) as caught:
         _save(tmp_path, seed=2, step=4)
     message = _one_line(caught.value)

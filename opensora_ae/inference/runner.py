@@ -18,6 +18,8 @@ from opensora_ae.models import VideoAutoencoder, build_model
 from opensora_ae.models.checkpoint_io import CheckpointError
 from opensora_ae.registry import DATASETS, build
 from opensora_ae.train.parallel import DistContext, destroy_distributed
+from opensora_ae.train.run_folder import RunFolderError
+from opensora_ae.write_errors import WriteFailedError
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +28,9 @@ DEFAULT_FPS = 24.0  # for images and files without a frame rate
 # Top-level config keys every inference script accepts on the command line even when the config omits them.
 CLIP_KEYS = ("dtype", "batch_size", "device", "num_frames", "resolution", "height", "width", "sample_rate", "fps_max")
 
-# Errors that mean "fix the config, the flags or the files": shown as one line, without a traceback.
-USER_ERRORS = (ConfigError, ValueError, KeyError, FileNotFoundError, CheckpointError, VideoReadError)
+# Errors that mean "fix the config, the flags or the files" (or free disk space): one line, without a traceback.
+USER_ERRORS = (ConfigError, ValueError, KeyError, FileNotFoundError, CheckpointError, VideoReadError, WriteFailedError,
+               RunFolderError)
 
 
 def run_script(main: Callable[[], None]) -> None:
