@@ -165,13 +165,13 @@ def _run(cfg: Config, ctx: parallel.DistContext, dtype: torch.dtype, run_dir: Pa
                 states.batches_in_epoch += 1
                 x = batch_video(batch, cfg, ctx.device, states.global_step)
                 metrics, x_rec = train_iteration(x, models, losses, trainables, states, ctx, dtype, cfg)
+                if metrics is not None:
+                    states.samples_seen += int(parallel.all_reduce_sum(x.shape[0], ctx.device))
+                    after_step(cfg, states, metrics, logger, saver, x, x_rec, ctx)
                 if metrics is None or metrics.get("disc_skipped"):
                     report_skipped(batch, states, logger, ctx, saver, "discriminator" if metrics else "autoencoder")
                 else:
                     states.extra["consecutive_skipped"] = 0
-                if metrics is not None:
-                    states.samples_seen += int(parallel.all_reduce_sum(x.shape[0], ctx.device))
-                    after_step(cfg, states, metrics, logger, saver, x, x_rec, ctx)
                 if parallel.any_rank(bool(stop.signum), ctx.device):
                     signum = stop.signum or signal.SIGTERM  # another rank got the signal first
                     saver.save(states, reason=f"stopped by {signal.Signals(signum).name}")
@@ -404,8 +404,9 @@ def train_iteration(x: torch.Tensor, models: Models, losses: Losses, trainables:
 
     Metrics are None when the iteration is skipped (non-finite loss, or non-finite gradient in fp32/bf16): no
     update and ``global_step`` unchanged. A non-finite discriminator gradient skips only the discriminator update
-    (the autoencoder step counts) and sets ``disc_skipped`` = 1 in the metrics. An fp16 gradient overflow is the grad scaler's normal probing: the
-    update is skipped, the scale backs off, and the iteration counts (``fp16_overflow`` = 1 in the metrics).
+    (the autoencoder step counts) and sets ``disc_skipped`` = 1 in the metrics. An fp16 gradient overflow is the
+    grad scaler's normal probing: the update is skipped, the scale backs off, and the iteration counts
+    (``fp16_overflow`` = 1 in the metrics).
     """
     step = states.global_step
     ae, disc = trainables[0], (trainables[1] if len(trainables) > 1 else None)
