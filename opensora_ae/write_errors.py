@@ -10,8 +10,13 @@ import errno
 import shutil
 from pathlib import Path
 
+from safetensors import SafetensorError
+
 # Less free space than this after a failed write means the disk was the cause.
 NEARLY_FULL_BYTES = 1 << 20
+# What the writers raise on a failed write: OSError (Python files), RuntimeError (torch.save's zip writer, PyAV),
+# SafetensorError (safetensors' I/O errors).
+WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)
 
 
 class WriteFailedError(OSError):

@@ -33,7 +33,7 @@ from opensora_ae.data.video_io import write_video
 from opensora_ae.inference.runner import Clip, build_inference_dataset, build_inference_model, iter_clips
 from opensora_ae.models import VideoAutoencoder
 from opensora_ae.train.parallel import DistContext, all_gather_objects, resolve_dtype
-from opensora_ae.write_errors import write_failed
+from opensora_ae.write_errors import WRITE_ERRORS, write_failed
 
 # output kind -> (folder suffix, file suffix) per layout
 LAYOUTS: dict[str, dict[str, tuple[str, str]]] = {
@@ -97,7 +97,7 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         write(partial)
         os.replace(partial, path)
-    except (OSError, RuntimeError) as err:  # video and safetensors writers report a full disk as RuntimeError too
+    except WRITE_ERRORS as err:
         partial.unlink(missing_ok=True)
         raise write_failed(err, path, "its temporary file removed, earlier outputs kept; free space and rerun "
                                       "(finished clips are kept)") from None

@@ -48,7 +48,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      set_optimizer_state_dict)
 
 from ..models.checkpoint_io import CheckpointError, load_state_dict_file, save_state_dict_file
-from ..write_errors import write_failed
+from ..write_errors import WRITE_ERRORS, write_failed
 from .ema import EMA
 from .parallel import DistContext, any_rank, barrier, broadcast_object
 
@@ -159,7 +159,7 @@ class _TmpWriter:
             return
         try:
             write(path)
-        except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError
+        except WRITE_ERRORS as err:
             self.failure = (path, err)
 
     def torch_save(self, obj: Any, path: Path) -> None:
