@@ -433,3 +433,25 @@ def test_nonfinite_discriminator_gradient_is_counted_and_reported(tmp_path, clip
     assert [r.get("disc_skipped", 0.0) for r in steps] == [0.0, 1.0, 0.0]
     disc_optim = torch.load(final / "optimizer_discriminator.pt", weights_only=True)
     assert {float(s["step"]) for s in disc_optim["state"].values()} == {2.0}  # the skipped update did not step
+
+
+def test_a_second_process_is_refused_until_the_first_releases_the_folder(tmp_path, finished_run):
+    config, _ = finished_run
+    run_dir = tmp_path / "run"
+    holder_code = ("import sys; from pathlib import Path; from opensora_ae.train.run_folder import RunFolder; "
+                   f"folder = RunFolder(Path({str(run_dir)!r})); folder.acquire(); print('locked', flush=True); "
+                   "sys.stdin.readline(); folder.release()")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    holder = subprocess.Popen([sys.executable, "-c", holder_code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(run_folder.RunFolderError, match=f"in use by pid {holder.pid} on this host"):
+            _train(config, "--save-dir", str(run_dir), "--max_steps", "1")
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.wait(timeout=60) == 0
+    finally:
+        holder.kill()
+    _train(config, "--save-dir", str(run_dir), "--max_steps", "1")
+    assert [p.name for p in checkpoint.list_checkpoints(run_dir)] == ["epoch0-global_step1"]
