@@ -56,6 +56,9 @@ def test_save_dir_inside_the_input_folder_is_never_read_back(data, layout):
 def test_short_readable_inputs_are_reported_apart_and_a_run_writing_nothing_fails(tmp_path, monkeypatch, capsys):
     for seed, name in enumerate(("a.mp4", "b.mp4", "c.mp4")):
         write_clip(tmp_path / "data" / name, 3, 20, 28, seed=seed)  # readable, but a 5-frame clip is asked
+    with pytest.raises(NoVideoWrittenError, match="3 too short or too small for the requested clip, 0 unreadable"):
+        reconstruct_dataset(_cfg(tmp_path / "data", tmp_path / "lib_out"), CPU)
+    capsys.readouterr()
     config = write_config(tmp_path / "cfg.py", {**tiny_model_cfg(), "random_init": True}, tmp_path / "data")
     with pytest.raises(SystemExit) as exit_info:
         run_script("inference.py", [str(config), "--save-dir", str(tmp_path / "out")], monkeypatch)
@@ -104,4 +107,5 @@ def test_disk_full_while_writing_an_output_is_one_line_and_keeps_earlier_outputs
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith(f"error: {save_dir / 'recn/sub/b_recn.mp4'}: no space left on device")
+    expected = f"error: {save_dir / 'recn/sub/b_recn.mp4'}: no space left on device"
+    assert err.strip().splitlines()[-1].startswith(expected)
