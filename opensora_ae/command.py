@@ -128,8 +128,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from opensora_ae.data.video_io import VideoReadError
     from opensora_ae.models.checkpoint_io import CheckpointError
     from opensora_ae.train.loop import NonFiniteLossError
+    from opensora_ae.train.run_folder import RunFolderError
 
-    return ConfigError, ValueError, KeyError, OSError, CheckpointError, VideoReadError, NonFiniteLossError
+    return (ConfigError, ValueError, KeyError, OSError, CheckpointError, VideoReadError, NonFiniteLossError,
+            RunFolderError)
 
 
 def parse_bool(text: str) -> bool:

@@ -39,9 +39,10 @@ def _say(message: str) -> None:
 
 
 def train_demo_model(train_csv: str, out_dir: Path, overrides: list[str]) -> Path:
-    """Train the demo config on ``train_csv``; returns the final checkpoint folder."""
-    cfg = load_config(TRAIN_CONFIG, ["--dataset.data_path", train_csv, "--save-dir", str(out_dir / "train"), *overrides],
-                      extra_keys=OPTIONAL_KEYS)
+    """Train the demo config on ``train_csv``; returns the final checkpoint folder. A rerun replaces the previous
+    demo run (``--overwrite True``)."""
+    cfg = load_config(TRAIN_CONFIG, ["--dataset.data_path", train_csv, "--save-dir", str(out_dir / "train"),
+                                     "--overwrite", "True", *overrides], extra_keys=OPTIONAL_KEYS)
     run_dir = train(cfg)
     return list_checkpoints(run_dir)[-1]
 

@@ -129,8 +129,8 @@ def test_discriminator_phase_starts_at_the_right_iteration(tmp_path, clips):
     latest = run_dir / "epoch2-global_step5"
     assert (latest / "discriminator.safetensors").is_file()
     # One iteration = one autoencoder step + one discriminator step: 5 AE updates, 2 D updates.
-    ae_state = torch.load(latest / "optimizer.pt", weights_only=False)["state"]
-    disc_state = torch.load(latest / "optimizer_discriminator.pt", weights_only=False)["state"]
+    ae_state = torch.load(latest / "optimizer.pt", weights_only=True)["state"]
+    disc_state = torch.load(latest / "optimizer_discriminator.pt", weights_only=True)["state"]
     assert {float(s["step"]) for s in ae_state.values()} == {5.0}
     assert {float(s["step"]) for s in disc_state.values()} == {2.0}
 
@@ -152,8 +152,8 @@ def test_kill_and_resume_is_exact(tmp_path, clips):
     for name in ("model.safetensors", "ema.safetensors"):
         a, b = load_safetensors(expected / name), load_safetensors(resumed / name)
         assert all(torch.equal(a[k], b[k]) for k in a), name
-    opt_a = torch.load(expected / "optimizer.pt", weights_only=False)
-    opt_b = torch.load(resumed / "optimizer.pt", weights_only=False)
+    opt_a = torch.load(expected / "optimizer.pt", weights_only=True)
+    opt_b = torch.load(resumed / "optimizer.pt", weights_only=True)
     for key, state in opt_a["state"].items():
         for field, value in state.items():
             assert torch.equal(torch.as_tensor(value), torch.as_tensor(opt_b["state"][key][field])), (key, field)
@@ -328,7 +328,7 @@ def test_learnable_logvar_trains_and_resumes_exactly(tmp_path, clips):
     assert len(logvars) == 6 and len(set(logvars)) == 6 and logvars[0] != 0.25
     final = full / "epoch2-global_step6"
     assert load_safetensors(final / "loss.safetensors")["logvar"].item() == pytest.approx(logvars[-1])
-    optim = torch.load(final / "optimizer.pt", weights_only=False)
+    optim = torch.load(final / "optimizer.pt", weights_only=True)
     # One optimizer: the model's group with weight decay, the logvar's without.
     assert optim["param_groups"][1]["params"] == ["loss.logvar"] and optim["param_groups"][1]["weight_decay"] == 0
     assert optim["param_groups"][0]["weight_decay"] == 0.1 and float(optim["state"]["loss.logvar"]["step"]) == 6
@@ -336,7 +336,7 @@ def test_learnable_logvar_trains_and_resumes_exactly(tmp_path, clips):
     resumed = _train_in_process(tmp_path, cfg, "resumed", ("--load", str(full / "epoch1-global_step3")))
     _assert_same_files(final, resumed / "epoch2-global_step6", ("model.safetensors", "ema.safetensors",
                                                                  "loss.safetensors"))
-    resumed_optim = torch.load(resumed / "epoch2-global_step6" / "optimizer.pt", weights_only=False)
+    resumed_optim = torch.load(resumed / "epoch2-global_step6" / "optimizer.pt", weights_only=True)
     for key, state in optim["state"].items():
         for field, value in state.items():
             assert torch.equal(torch.as_tensor(value), torch.as_tensor(resumed_optim["state"][key][field])), key

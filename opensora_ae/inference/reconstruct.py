@@ -12,7 +12,10 @@ Output layouts (``name`` = the input's path relative to the dataset root, withou
 ``orig`` is the exact preprocessed clip the model saw (resized, cropped and rounded to uint8 levels before the
 model runs). Videos are written with libx264 at ``crf`` (default 10, near-transparent, yuv420p); ``crf=0``
 writes lossless libx264rgb, so metric differences measure the model only. Outputs are written through a
-temporary file and ``recn`` last, so a clip whose ``recn`` exists is complete and is kept unless ``overwrite``.
+temporary file and ``recn`` last, so a clip whose ``recn`` exists is complete and is kept unless ``overwrite``;
+a failed write (disk full) removes the temporary file and stops with one line naming the file. Output folders
+inside the input folder are never read back as inputs, and a run that writes no video (and finds none done
+before) fails with the reason.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from opensora_ae.data.video_io import write_video
 from opensora_ae.inference.runner import Clip, build_inference_dataset, build_inference_model, iter_clips
 from opensora_ae.models import VideoAutoencoder
 from opensora_ae.train.parallel import DistContext, all_gather_objects, resolve_dtype
+from opensora_ae.write_errors import WRITE_ERRORS, write_failed
 
 # output kind -> (folder suffix, file suffix) per layout
 LAYOUTS: dict[str, dict[str, tuple[str, str]]] = {
@@ -51,13 +55,24 @@ def output_path(save_dir: str | Path, layout: str, kind: str, name: str) -> Path
     return Path(f"{str(save_dir).rstrip('/')}{folder_suffix}") / f"{name}{file_suffix}.mp4"
 
 
+def output_folders(save_dir: str | Path, layout: str) -> list[Path]:
+    """Every folder a run writes into: ``save_dir`` and, for ``v1.2``, its ``_ori``/``_rec``/``_spatial``
+    siblings."""
+    return [Path(save_dir), *(output_path(save_dir, layout, kind, "x").parent for kind in LAYOUTS[layout])]
+
+
+class NoVideoWrittenError(ValueError):
+    """A reconstruction run that wrote no video and found none written before."""
+
+
 @dataclass
 class ReconstructionReport:
     """What a reconstruction run did on this rank (``gather`` merges ranks)."""
 
     written: list[str] = field(default_factory=list)
     existing: list[str] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # unreadable (or a clashing output name)
+    too_short: list[tuple[str, str]] = field(default_factory=list)  # readable, but too short for the clip
 
     def gather(self) -> "ReconstructionReport":
         merged = ReconstructionReport()
@@ -65,6 +80,7 @@ class ReconstructionReport:
             merged.written += part.written
             merged.existing += part.existing
             merged.skipped += part.skipped
+            merged.too_short += part.too_short
         return merged
 
 
@@ -76,10 +92,15 @@ def latent_path(save_dir: str | Path, name: str) -> Path:
 def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """Write through a hidden temporary file in the same folder, then rename: an interrupted run never leaves a
     truncated file under the final name (which would count as done on the next run)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.stem}.partial{path.suffix}")
-    write(partial)
-    os.replace(partial, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(partial)
+        os.replace(partial, path)
+    except WRITE_ERRORS as err:
+        partial.unlink(missing_ok=True)
+        raise write_failed(err, path, "its temporary file removed, earlier outputs kept; free space and rerun "
+                                      "(finished clips are kept)") from None
 
 
 def _write_outputs(clip: Clip, outputs: Mapping[str, torch.Tensor], cfg: Mapping[str, Any]) -> None:
@@ -127,13 +148,13 @@ def reconstruct_dataset(cfg: Mapping[str, Any], ctx: DistContext) -> Reconstruct
         raise ValueError(f"--crf {cfg['crf']} is out of range: libx264 takes 0 (lossless) to 51")
     dtype = resolve_dtype(cfg.get("dtype", "fp32"))
     model = build_inference_model(cfg["model"], ctx.device, dtype)
-    dataset = build_inference_dataset(cfg)
+    dataset = build_inference_dataset(cfg, exclude=output_folders(cfg["save_dir"], cfg.get("layout", "v2")))
     batch_size = int(cfg.get("batch_size", 1))
     if batch_size < 1:
         raise ValueError(f"config key batch_size={batch_size}: must be >= 1")
     report = ReconstructionReport()
     pending: list[Clip] = []
-    for clip in iter_clips(dataset, ctx, report.skipped, desc="reconstruct"):
+    for clip in iter_clips(dataset, ctx, report.skipped, desc="reconstruct", too_short=report.too_short):
         if not cfg.get("overwrite") and _is_done(clip, cfg):
             report.existing.append(clip.path)
             continue
@@ -142,7 +163,21 @@ def reconstruct_dataset(cfg: Mapping[str, Any], ctx: DistContext) -> Reconstruct
             _flush(model, pending, cfg, ctx, dtype, report)
     if pending:
         _flush(model, pending, cfg, ctx, dtype, report)
-    return report.gather() if ctx.distributed else report
+    report = report.gather() if ctx.distributed else report
+    if not report.written and not report.existing:
+        if ctx.is_main:
+            print(format_report(report, cfg["save_dir"]), flush=True)
+        raise NoVideoWrittenError(nothing_written_reason(report, cfg["save_dir"]))
+    return report
+
+
+def nothing_written_reason(report: ReconstructionReport, save_dir: str) -> str:
+    """One line: why a run wrote no video into ``save_dir``."""
+    counts = f"{len(report.too_short)} too short or too small for the requested clip, {len(report.skipped)} unreadable"
+    first = (report.too_short or report.skipped)[:1]
+    example = f" (first: {first[0][1]})" if first else ""
+    return (f"no video written into {save_dir}: every input was skipped - {counts}{example}; lower --num_frames or "
+            f"--resolution, or check the files listed above")
 
 
 def _flush(model: VideoAutoencoder, pending: list[Clip], cfg: Mapping[str, Any], ctx: DistContext, dtype: torch.dtype,
@@ -158,6 +193,9 @@ def format_report(report: ReconstructionReport, save_dir: str) -> str:
     lines = [f"reconstructed {len(report.written)} videos into {save_dir}"]
     if report.existing:
         lines.append(f"kept {len(report.existing)} existing outputs (pass --overwrite to redo them)")
+    if report.too_short:
+        lines.append(f"skipped {len(report.too_short)} inputs too short or too small for the requested clip:")
+        lines += [f"  {path}: {reason}" for path, reason in report.too_short]
     if report.skipped:
         lines.append(f"skipped {len(report.skipped)} unreadable inputs:")
         lines += [f"  {path}: {reason}" for path, reason in report.skipped]

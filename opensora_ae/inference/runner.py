@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 from tqdm import tqdm
 
 from opensora_ae.data.datasets import SampleRequest, VideoTextDataset
-from opensora_ae.data.video_io import VideoReadError
+from opensora_ae.data.video_io import ClipTooShortError, VideoReadError
 from opensora_ae.models import VideoAutoencoder, build_model
 from opensora_ae.registry import DATASETS, build
 from opensora_ae.train.parallel import DistContext
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_FPS = 24.0  # for images and files without a frame rate
 
@@ -33,11 +36,12 @@ def build_inference_model(model_cfg: Mapping[str, Any], device: torch.device, dt
     return build_model(cfg).to(device=device, dtype=dtype).eval()
 
 
-def build_inference_dataset(cfg: Mapping[str, Any]) -> VideoTextDataset:
-    """The config's dataset in inference mode (first frames, centre crop).
+def build_inference_dataset(cfg: Mapping[str, Any], exclude: Iterable[str | os.PathLike] = ()) -> VideoTextDataset:
+    """The config's dataset in inference mode (first frames, centre crop), without files below ``exclude``.
 
     Clip size comes from ``num_frames`` and ``resolution`` (or ``height``/``width``) at the top level of the
-    config when given, else from the dataset dict.
+    config when given, else from the dataset dict. ``exclude`` names the run's output folders: outputs written
+    inside the input folder are never read back as inputs.
     """
     dataset_cfg = dict(cfg["dataset"])
     dataset_cfg.setdefault("type", "video_text")
@@ -51,7 +55,33 @@ def build_inference_dataset(cfg: Mapping[str, Any]) -> VideoTextDataset:
     for key in ("sample_rate", "fps_max"):
         if cfg.get(key):
             dataset_cfg[key] = cfg[key]
-    return build(dataset_cfg, DATASETS)
+    dataset = build(dataset_cfg, DATASETS)
+    drop_paths_below(dataset, exclude)
+    return dataset
+
+
+def _is_below(path: str, folder: str) -> bool:
+    return os.path.commonpath([path, folder]) == folder
+
+
+def drop_paths_below(dataset: VideoTextDataset, folders: Iterable[str | os.PathLike]) -> None:
+    """Remove from ``dataset`` every listed file inside one of ``folders`` (paths compared fully resolved)."""
+    resolved = [os.path.realpath(folder) for folder in folders]
+    if not resolved:
+        return
+    keep = [i for i, path in enumerate(dataset.paths)
+            if not any(_is_below(os.path.realpath(path), folder) for folder in resolved)]
+    if len(keep) == len(dataset.paths):
+        return
+    dropped = set(dataset.paths) - {dataset.paths[i] for i in keep}
+    logger.info("not reading %d files inside the output folder(s) %s as inputs", len(dropped),
+                                     ", ".join(resolved))
+    dataset.paths = [dataset.paths[i] for i in keep]
+    dataset.infos = [dataset.infos[i] for i in keep]
+    dataset.unreadable = {path: reason for path, reason in dataset.unreadable.items() if path not in dropped}
+    if not dataset.paths:
+        raise ValueError(f"dataset.data_path {dataset.data_path}: every file in it lies inside the output folder(s) "
+                         f"{', '.join(resolved)}; nothing to read")
 
 
 def dataset_root(dataset: VideoTextDataset) -> str:
@@ -114,13 +144,14 @@ def snap_to_uint8_grid(video: torch.Tensor) -> torch.Tensor:
     return ((video.clamp(-1, 1) + 1.0) * 127.5).round() / 127.5 - 1.0
 
 
-def iter_clips(dataset: VideoTextDataset, ctx: DistContext, skipped: list[tuple[str, str]], desc: str = "clips"
-               ) -> Iterator[Clip]:
+def iter_clips(dataset: VideoTextDataset, ctx: DistContext, skipped: list[tuple[str, str]], desc: str = "clips",
+               too_short: list[tuple[str, str]] | None = None) -> Iterator[Clip]:
     """This rank's clips, each file read once, with a progress bar on the main rank.
 
     Files found unreadable when the dataset was built or when read here, and files whose output name an earlier
-    file already has, are appended to ``skipped`` as ``(path, reason)``; each rank only reports files of its own
-    share, so merged reports list each file once.
+    file already has, are appended to ``skipped`` as ``(path, reason)``; readable files too short (or too small)
+    for the requested clip go to ``too_short`` when given, else to ``skipped`` too. Each rank only reports files
+    of its own share, so merged reports list each file once.
     """
     names = output_names(dataset)
     collisions = name_collisions(names, dataset.paths)
@@ -133,7 +164,9 @@ def iter_clips(dataset: VideoTextDataset, ctx: DistContext, skipped: list[tuple[
         try:
             item = dataset.load_sample(request)
         except VideoReadError as err:
-            skipped.append((path, str(err)))
+            readable_but_short = isinstance(err, ClipTooShortError) or (
+                dataset.infos[index] is not None and not dataset.can_provide(index, dataset.num_frames))
+            (too_short if readable_but_short and too_short is not None else skipped).append((path, str(err)))
             continue
         fps = item["fps"] / dataset.interval(index) if item["fps"] > 0 else DEFAULT_FPS
         yield Clip(index, path, names[index], snap_to_uint8_grid(item["video"]), fps)

@@ -12,19 +12,27 @@ A checkpoint is a folder ``<run_dir>/epoch{E}-global_step{S}/``::
     lr_scheduler.pt, lr_scheduler_discriminator.pt
     scaler.pt                  fp16 gradient scaler(s)
     sampler.pt                 data sampler position
-    rng/rank{R}.pt             python / numpy / torch / CUDA generator states of every rank
+    rng/rank{R}.pt             python / numpy / torch / CUDA generator states of every rank (as tensors)
     running_states.json        epoch, global_step, samples seen, skipped-step counter
+
+Every ``.pt`` file holds only tensors and plain containers (dicts, lists, numbers, strings) and is read with
+``torch.load(weights_only=True)``: a crafted pickle in a checkpoint folder is refused with one line naming the
+file, never run.
 
 Full state dicts are gathered with ``torch.distributed.checkpoint.state_dict`` (a collective under FSDP2) and
 written by rank 0, so a checkpoint of a ``zero2``/``zero3`` run loads into DDP or single-process runs and vice
 versa. Writes go to ``.<name>.tmp`` first and the folder is renamed once complete; ranks share the run
-directory (one machine, or a shared filesystem for multi-node runs).
+directory (one machine, or a shared filesystem for multi-node runs). Saving over an existing step folder moves
+the old one aside (``.<name>.old``) before the new one moves in and deletes it last; a save interrupted between
+the two renames is repaired by :func:`restore_interrupted_save`, so a kill at any instant leaves a loadable
+checkpoint under its final name. A failed write (disk full) removes the temporary folder and raises one line.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import pickle
 import random
 import re
 import shutil
@@ -39,10 +47,11 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      get_optimizer_state_dict, set_model_state_dict,
                                                      set_optimizer_state_dict)
 
-from ..models.checkpoint_io import load_state_dict_file, save_state_dict_file
-from ..models.config_io import write_config_json
+from ..models.checkpoint_io import CheckpointError, load_state_dict_file, save_state_dict_file
+from ..models.config_io import CONFIG_FILE_NAME, write_config_json
+from ..write_errors import WRITE_ERRORS, write_failed
 from .ema import EMA
-from .parallel import DistContext, barrier, broadcast_object
+from .parallel import DistContext, any_rank, barrier, broadcast_object
 
 logger = logging.getLogger(__name__)
 
@@ -113,38 +122,82 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every generator's state as tensors and plain values (``torch.load(weights_only=True)`` reads them back)."""
+    version, python_state, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    state = {
+        "python": {"version": version, "state": torch.tensor(python_state, dtype=torch.int64), "gauss": gauss},
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["state"].tolist()), python["gauss"]))
+    numpy = state["numpy"]
+    np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"],
+                         numpy["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _write_model_files(folder: Path, trainable: Trainable, ctx: DistContext) -> None:
+class _TmpWriter:
+    """Writes files into a checkpoint's temporary folder, keeping the first failure instead of raising at once:
+    every rank still reaches the save's collectives, then all ranks raise together (:meth:`raise_if_failed`)."""
+
+    def __init__(self) -> None:
+        self.failure: tuple[Path, BaseException] | None = None
+
+    def write(self, path: Path, write: Any) -> None:
+        """Call ``write(path)`` unless an earlier write failed."""
+        if self.failure is not None:
+            return
+        try:
+            write(path)
+        except WRITE_ERRORS as err:
+            self.failure = (path, err)
+
+    def torch_save(self, obj: Any, path: Path) -> None:
+        self.write(path, lambda target: torch.save(obj, target))
+
+    def raise_if_failed(self, ctx: DistContext, tmp: Path, final: Path) -> None:
+        """On every rank, when a write failed on any: remove ``tmp`` (rank 0) and raise one line."""
+        if not any_rank(self.failure is not None, ctx.device):
+            return
+        if ctx.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        consequence = f"checkpoint {final.name} not saved, its temporary folder removed, earlier checkpoints untouched"
+        if self.failure is None:
+            raise OSError(f"{final}: another rank failed to write its part; {consequence}")
+        path, err = self.failure
+        raise write_failed(err, path, consequence) from None
+
+
+def _write_model_files(folder: Path, trainable: Trainable, ctx: DistContext, writer: _TmpWriter) -> None:
     """Gather full model and optimizer states (collective) and write them from rank 0."""
     weights = get_model_state_dict(trainable.model, options=FULL_CPU)
     optim_state = get_optimizer_state_dict(trainable.optimized_modules(), trainable.optimizer, options=FULL_CPU)
     if not ctx.is_main:
         return
-    save_state_dict_file(weights, folder / f"{trainable.name}.safetensors")
+    writer.write(folder / f"{trainable.name}.safetensors", lambda path: save_state_dict_file(weights, path))
     if trainable.loss_parameters():
         # Replicated on every rank (gradients averaged), so rank 0's copy is the state.
-        save_state_dict_file(trainable.loss.state_dict(), folder / f"loss{trainable.suffix()}.safetensors")
+        writer.write(folder / f"loss{trainable.suffix()}.safetensors",
+                     lambda path: save_state_dict_file(trainable.loss.state_dict(), path))
     config = getattr(trainable.model, "config", None)
     if trainable.name == "model" and isinstance(config, dict) and hasattr(trainable.model, "save_pretrained"):
         # Makes the checkpoint folder a model folder: --model.from_pretrained CKPT rebuilds the same model.
-        write_config_json(trainable.model, folder)
+        writer.write(folder / CONFIG_FILE_NAME, lambda path: write_config_json(trainable.model, path.parent))
     suffix = trainable.suffix()
-    torch.save(optim_state, folder / f"optimizer{suffix}.pt")
-    torch.save(trainable.scheduler.state_dict(), folder / f"lr_scheduler{suffix}.pt")
-    torch.save(trainable.scaler.state_dict(), folder / f"scaler{suffix}.pt")
+    writer.torch_save(optim_state, folder / f"optimizer{suffix}.pt")
+    writer.torch_save(trainable.scheduler.state_dict(), folder / f"lr_scheduler{suffix}.pt")
+    writer.torch_save(trainable.scaler.state_dict(), folder / f"scaler{suffix}.pt")
 
 
 def save_checkpoint(
@@ -163,30 +216,70 @@ def save_checkpoint(
     run_dir = Path(run_dir)
     final = run_dir / checkpoint_name(states.epoch, states.global_step)
     tmp = run_dir / f".{final.name}.tmp"
+    writer = _TmpWriter()
     if ctx.is_main:
         shutil.rmtree(tmp, ignore_errors=True)
-        (tmp / "rng").mkdir(parents=True)
+        writer.write(tmp / "rng", lambda path: path.mkdir(parents=True))
     barrier()
-    torch.save(_rng_state(), tmp / "rng" / f"rank{ctx.rank}.pt")
+    writer.torch_save(_rng_state(), tmp / "rng" / f"rank{ctx.rank}.pt")
     for trainable in trainables:
-        _write_model_files(tmp, trainable, ctx)
+        _write_model_files(tmp, trainable, ctx, writer)
     ema_state = ema.state_dict() if ema is not None else None
     if ctx.is_main:
         if ema_state is not None:
-            save_state_dict_file(ema_state, tmp / "ema.safetensors")
+            writer.write(tmp / "ema.safetensors", lambda path: save_state_dict_file(ema_state, path))
         if sampler_state is not None:
-            torch.save(sampler_state, tmp / "sampler.pt")
-        (tmp / RUNNING_STATES).write_text(json.dumps(asdict(states), indent=2) + "\n")
-    barrier()
+            writer.torch_save(sampler_state, tmp / "sampler.pt")
+        # Written last: a folder with running_states.json is complete.
+        writer.write(tmp / RUNNING_STATES, lambda path: path.write_text(json.dumps(asdict(states), indent=2) + "\n"))
+    writer.raise_if_failed(ctx, tmp, final)
     if ctx.is_main:
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+        _move_into_place(tmp, final)
         if keep_n_latest > 0:
             for old in list_checkpoints(run_dir)[:-keep_n_latest]:
                 shutil.rmtree(old, ignore_errors=True)
     barrier()
     return final
+
+
+def _aside_name(final: Path) -> Path:
+    return final.with_name(f".{final.name}.old")
+
+
+def _move_into_place(tmp: Path, final: Path) -> None:
+    """Rename the complete ``tmp`` to ``final``. An existing ``final`` is moved aside first and deleted last, so
+    at every instant either ``final`` or its aside copy is a complete checkpoint (see restore_interrupted_save)."""
+    aside = _aside_name(final)
+    if not final.exists():
+        tmp.rename(final)
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+    final.rename(aside)
+    tmp.rename(final)
+    shutil.rmtree(aside)
+
+
+def restore_interrupted_save(folder: str | Path) -> None:
+    """Finish what an interrupted :func:`_move_into_place` left: ``folder`` missing but its aside copy complete
+    -> move the copy back; both present -> drop the copy (``folder`` is the newer complete one)."""
+    folder = Path(folder)
+    aside = _aside_name(folder)
+    if not aside.is_dir():
+        return
+    if (folder / RUNNING_STATES).is_file():
+        shutil.rmtree(aside, ignore_errors=True)
+    elif not folder.exists() and (aside / RUNNING_STATES).is_file():
+        logger.warning("%s: restoring the checkpoint from %s (a save over it was interrupted)", folder, aside.name)
+        aside.rename(folder)
+
+
+def restore_interrupted_saves(run_dir: str | Path) -> None:
+    """:func:`restore_interrupted_save` for every step folder of ``run_dir`` that was being replaced."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return
+    for aside in run_dir.glob(".epoch*-global_step*.old"):
+        restore_interrupted_save(run_dir / aside.name[1:-len(".old")])
 
 
 def check_checkpoint(folder: str | Path) -> None:
@@ -214,24 +307,29 @@ def load_checkpoint(
     from its beginning (the sampler deals batches to ranks by world size).
     """
     folder = Path(folder)
+    restore_interrupted_save(folder)
     check_checkpoint(folder)
     for trainable in trainables:
         weights_file = folder / f"{trainable.name}.safetensors"
         if not weights_file.is_file():
             raise FileNotFoundError(f"--load {folder}: missing {weights_file.name}; the checkpoint is incomplete")
-        set_model_state_dict(trainable.model, load_state_dict_file(weights_file), options=FULL_CPU)
+        _fit(weights_file, lambda: set_model_state_dict(trainable.model, load_state_dict_file(weights_file),
+                                                        options=FULL_CPU))
         suffix = trainable.suffix()
         _load_loss_parameters(folder, trainable)
-        optim_state = torch.load(folder / f"optimizer{suffix}.pt", map_location="cpu", weights_only=False)
-        set_optimizer_state_dict(trainable.optimized_modules(), trainable.optimizer, optim_state, options=FULL_CPU)
-        trainable.scheduler.load_state_dict(torch.load(folder / f"lr_scheduler{suffix}.pt", weights_only=False))
-        trainable.scaler.load_state_dict(torch.load(folder / f"scaler{suffix}.pt", weights_only=False))
+        optim_file = folder / f"optimizer{suffix}.pt"
+        optim_state = load_plain_file(optim_file)
+        _fit(optim_file, lambda: set_optimizer_state_dict(trainable.optimized_modules(), trainable.optimizer,
+                                                          optim_state, options=FULL_CPU))
+        scheduler_file, scaler_file = folder / f"lr_scheduler{suffix}.pt", folder / f"scaler{suffix}.pt"
+        _fit(scheduler_file, lambda: trainable.scheduler.load_state_dict(load_plain_file(scheduler_file)))
+        _fit(scaler_file, lambda: trainable.scaler.load_state_dict(load_plain_file(scaler_file)))
     if ema is not None:
         ema_file = folder / "ema.safetensors"
         ema.load_state_dict(load_state_dict_file(ema_file) if ema_file.is_file() else _weights_as_ema(trainables))
     states = RunningStates(**json.loads((folder / RUNNING_STATES).read_text()))
     if sampler is not None and (folder / "sampler.pt").is_file():
-        sampler_state = torch.load(folder / "sampler.pt", weights_only=False)
+        sampler_state = load_plain_file(folder / "sampler.pt")
         if sampler_state.get("world_size", ctx.world_size) == ctx.world_size:
             sampler.load_state_dict(sampler_state)
         else:
@@ -241,10 +339,52 @@ def load_checkpoint(
             states.batches_in_epoch = 0
     rng_file = folder / "rng" / f"rank{ctx.rank}.pt"
     if rng_file.is_file():
-        _set_rng_state(torch.load(rng_file, weights_only=False))
+        _fit(rng_file, lambda: _set_rng_state(load_plain_file(rng_file)))
     else:
         torch.manual_seed(torch.initial_seed() + ctx.rank)
     return broadcast_object(states)
+
+
+def load_plain_file(path: Path) -> Any:
+    """A ``.pt`` file of tensors and plain containers, read with ``torch.load(weights_only=True)``.
+
+    A file holding any other object (a pickle that could run code on load) is refused, never executed; a
+    truncated or foreign file is one error naming it.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"--load {path.parent}: missing {path.name}; the checkpoint is incomplete")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(f"{path}: refused to load: it holds objects other than tensors and plain containers "
+                              f"({_unpickler_reason(err)}), which could run code; nothing in it was run") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as err:
+        raise CheckpointError(f"{path} is truncated or not a torch checkpoint file ({_first_line(err)})") from None
+
+
+def _unpickler_reason(err: BaseException) -> str:
+    """The ``Unsupported global: GLOBAL x.y`` part of the weights-only unpickler's long message."""
+    found = re.search(r"Unsupported (?:global|operand)[^.\n]*", str(err))
+    return found.group(0).strip() if found else "not a weights-only file"
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
+def _fit(path: Path, load: Any) -> None:
+    """Run ``load()`` (restoring state from ``path``); a key or shape mismatch is one error naming the file."""
+    try:
+        load()
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
+        if isinstance(err, CheckpointError):
+            raise
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = next((line for line in lines if "mismatch" in line or "Missing" in line or "Unexpected" in line),
+                      lines[0] if lines else type(err).__name__)
+        raise CheckpointError(f"--load {path.parent}: {path.name} does not fit this run's "
+                              f"{'configuration' if path.suffix == '.pt' else 'model'} ({detail[:300]})") from None
 
 
 def _load_loss_parameters(folder: Path, trainable: Trainable) -> None:

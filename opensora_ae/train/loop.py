@@ -42,10 +42,12 @@ from ..losses import DiscriminatorLoss, GeneratorLoss, VAELoss, lpips_backbone_a
 from ..models import build_model, resolve_model_class
 from ..registry import DISCRIMINATORS, build
 from . import parallel
-from .checkpoint import RunningStates, Trainable, check_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import (RunningStates, Trainable, check_checkpoint, load_checkpoint, restore_interrupted_save,
+                         restore_interrupted_saves, save_checkpoint)
 from .ema import EMA
 from .logging import TrainLogger
 from .optim import build_lr_scheduler, build_optimizer
+from .run_folder import RunFolder, RunFolderError, check_run_folder_free
 
 MAX_CONSECUTIVE_NONFINITE = 10
 # Keys the loop reads with a default: a command line may set them even when the config file does not.
@@ -54,13 +56,13 @@ OPTIONAL_KEYS = (
     "batch_size", "bucket_config", "num_workers", "prefetch_factor", "log_every", "ckpt_every", "keep_n_latest",
     "ema_decay", "grad_clip", "wandb", "wandb_project", "mixed_strategy", "mixed_image_ratio", "random_length_rule",
     "forward_kwargs", "loss_inputs", "skip_missing_perceptual", "lr_scheduler", "vae_loss_config",
-    "find_unused_parameters",
+    "find_unused_parameters", "overwrite",
 )
 RANDOM_LENGTH_RULES = ("any", "4k+1")
 
 
 class NonFiniteLossError(RuntimeError):
-    """Raised after ``MAX_CONSECUTIVE_NONFINITE`` skipped steps in a row."""
+    """Raised after ``MAX_CONSECUTIVE_NONFINITE`` skipped steps in a row (once the last good state is saved)."""
 
 
 @dataclass
@@ -111,9 +113,19 @@ def train(cfg: Config) -> Path:
 
 def _train(cfg: Config, ctx: parallel.DistContext) -> Path:
     dtype = parallel.resolve_dtype(cfg.get("dtype", "fp32"))
+    run_dir, folder = claim_run_dir(cfg, ctx)
+    try:
+        return _run(cfg, ctx, dtype, run_dir, folder)
+    finally:
+        if folder is not None:
+            folder.release(failed_before_start=not folder.started)
+
+
+def _run(cfg: Config, ctx: parallel.DistContext, dtype: torch.dtype, run_dir: Path, folder: RunFolder | None
+         ) -> Path:
+    """Everything after the run folder is claimed; nothing is written into it before the ``--load`` succeeded."""
     if cfg.get("load"):
         check_checkpoint(cfg.load)
-    run_dir = prepare_run_dir(cfg, ctx)
     # Same seed everywhere for identical initial weights; per-rank streams afterwards.
     seed_everything(int(cfg.get("seed", 42)))
     models = build_models(cfg, ctx)
@@ -125,6 +137,7 @@ def _train(cfg: Config, ctx: parallel.DistContext) -> Path:
     states = RunningStates()
     if cfg.get("load"):
         states = load_checkpoint(cfg.load, ctx, trainables, models.ema, sampler)
+    start_run(cfg, run_dir, folder, ctx)
     resume_mid_epoch = states.batches_in_epoch > 0
 
     epochs = int(cfg.get("epochs", 1))
@@ -134,7 +147,9 @@ def _train(cfg: Config, ctx: parallel.DistContext) -> Path:
                          use_wandb=bool(cfg.get("wandb", False)), wandb_project=cfg.get("wandb_project", "opensora_ae"),
                          run_name=run_dir.name, config=cfg.to_dict())
     logger.message(f"run dir {run_dir}; resolved config:\n{format_config(cfg)}")
-    saver = _Saver(run_dir, ctx, trainables, models.ema, sampler, int(cfg.get("keep_n_latest", 0)), logger)
+    saver = _Saver(run_dir, ctx, trainables, models.ema, sampler, int(cfg.get("keep_n_latest", 0)), logger, folder)
+    if resumes_in(cfg, run_dir):
+        saver.last_saved_step = states.global_step  # the loaded checkpoint is this state: never re-save over it
     stop = StopSignal()
     stop.install()
     try:
@@ -150,12 +165,13 @@ def _train(cfg: Config, ctx: parallel.DistContext) -> Path:
                 states.batches_in_epoch += 1
                 x = batch_video(batch, cfg, ctx.device, states.global_step)
                 metrics, x_rec = train_iteration(x, models, losses, trainables, states, ctx, dtype, cfg)
-                if metrics is None:
-                    report_skipped(batch, states, logger, ctx)
-                else:
-                    states.extra["consecutive_skipped"] = 0
+                if metrics is not None:
                     states.samples_seen += int(parallel.all_reduce_sum(x.shape[0], ctx.device))
                     after_step(cfg, states, metrics, logger, saver, x, x_rec, ctx)
+                if metrics is None or metrics.get("disc_skipped"):
+                    report_skipped(batch, states, logger, ctx, saver, "discriminator" if metrics else "autoencoder")
+                else:
+                    states.extra["consecutive_skipped"] = 0
                 if parallel.any_rank(bool(stop.signum), ctx.device):
                     signum = stop.signum or signal.SIGTERM  # another rank got the signal first
                     saver.save(states, reason=f"stopped by {signal.Signals(signum).name}")
@@ -185,23 +201,58 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare_run_dir(cfg: Config, ctx: parallel.DistContext) -> Path:
-    """``save_dir`` if given; else the folder of the ``load`` checkpoint; else ``<outputs>/<NNN>-<config name>``."""
+def run_dir_path(cfg: Config) -> Path:
+    """``save_dir`` if given; else the folder of the ``load`` checkpoint; else ``<outputs>/<NNN>-<config name>``
+    with ``NNN`` one past the highest number there."""
+    if cfg.get("save_dir"):
+        return Path(cfg.save_dir)
+    if cfg.get("load"):
+        return Path(cfg.load).resolve().parent
+    root = Path(cfg.get("outputs", "outputs"))
+    numbers = [int(p.name[:3]) for p in root.iterdir() if p.is_dir() and p.name[:3].isdigit()] if root.is_dir() else []
+    return root / f"{max(numbers, default=-1) + 1:03d}-{cfg.get('config_name', 'train')}"
+
+
+def resumes_in(cfg: Config, run_dir: Path) -> bool:
+    """Whether this run resumes a checkpoint of ``run_dir`` itself (not a new run started from one)."""
+    return bool(cfg.get("load")) and Path(cfg.load).resolve().parent == run_dir.resolve()
+
+
+def claim_run_dir(cfg: Config, ctx: parallel.DistContext) -> tuple[Path, RunFolder | None]:
+    """Pick the run folder, check that this run may write into it, and take its lock (rank 0).
+
+    Returns the folder on every rank and the held :class:`RunFolder` on rank 0 (``None`` elsewhere); a refusal
+    is the same one-line error on every rank. A save interrupted between its renames is repaired first.
+    """
+    folder, error = None, None
     if ctx.is_main:
-        if cfg.get("save_dir"):
-            run_dir = Path(cfg.save_dir)
-        elif cfg.get("load"):
-            run_dir = Path(cfg.load).resolve().parent
-        else:
-            root = Path(cfg.get("outputs", "outputs"))
-            root.mkdir(parents=True, exist_ok=True)
-            index = sum(1 for p in root.iterdir() if p.is_dir() and p.name[:3].isdigit())
-            run_dir = root / f"{index:03d}-{cfg.get('config_name', 'train')}"
-        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            if cfg.get("load"):
+                restore_interrupted_save(cfg.load)
+            folder = RunFolder(run_dir_path(cfg))
+            check_run_folder_free(folder.path, cfg.get("load"), bool(cfg.get("overwrite", False)))
+            folder.acquire()
+            restore_interrupted_saves(folder.path)
+        except (RunFolderError, OSError) as err:
+            if folder is not None:
+                folder.release(failed_before_start=True)
+            error = err
+    shared = parallel.broadcast_object((str(folder.path) if folder else None, str(error) if error else None))
+    if error is not None:
+        raise error
+    if shared[1] is not None:
+        raise RunFolderError(shared[1])
+    return Path(shared[0]), folder
+
+
+def start_run(cfg: Config, run_dir: Path, folder: RunFolder | None, ctx: parallel.DistContext) -> None:
+    """Once every check passed: set the previous run aside (``overwrite``) and write ``config.py``."""
+    if ctx.is_main:
+        if cfg.get("overwrite", False) and not resumes_in(cfg, run_dir):
+            folder.set_aside_previous_run()
         save_config(cfg, run_dir)
-    else:
-        run_dir = None
-    return Path(parallel.broadcast_object(str(run_dir) if run_dir else None))
+        folder.started = True
+    parallel.barrier()
 
 
 def build_models(cfg: Config, ctx: parallel.DistContext) -> Models:
@@ -352,8 +403,10 @@ def train_iteration(x: torch.Tensor, models: Models, losses: Losses, trainables:
     """One optimizer iteration; returns its metrics and the detached reconstruction.
 
     Metrics are None when the iteration is skipped (non-finite loss, or non-finite gradient in fp32/bf16): no
-    update and ``global_step`` unchanged. An fp16 gradient overflow is the grad scaler's normal probing: the
-    update is skipped, the scale backs off, and the iteration counts (``fp16_overflow`` = 1 in the metrics).
+    update and ``global_step`` unchanged. A non-finite discriminator gradient skips only the discriminator update
+    (the autoencoder step counts) and sets ``disc_skipped`` = 1 in the metrics. An fp16 gradient overflow is the
+    grad scaler's normal probing: the update is skipped, the scale backs off, and the iteration counts
+    (``fp16_overflow`` = 1 in the metrics).
     """
     step = states.global_step
     ae, disc = trainables[0], (trainables[1] if len(trainables) > 1 else None)
@@ -442,8 +495,11 @@ def discriminator_iteration(x: torch.Tensor, x_rec: torch.Tensor, models: Models
         fake_logits = models.discriminator_ddp(x_rec.contiguous())
         terms = loss_fn(real_logits, fake_logits, step)
     disc_norm = backward_and_step(terms["total"], trainable, grad_clip)
-    return {"loss_disc": terms["disc"], "logits_real": terms["logits_real"], "logits_fake": terms["logits_fake"],
-            "disc_grad_norm": disc_norm}
+    metrics = {"loss_disc": terms["disc"], "logits_real": terms["logits_real"], "logits_fake": terms["logits_fake"],
+               "disc_grad_norm": disc_norm}
+    if not torch.isfinite(disc_norm) and not trainable.scaler.is_enabled():  # fp16 overflow is the scaler probing
+        metrics["disc_skipped"] = 1.0
+    return metrics
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -455,9 +511,10 @@ class _Saver:
     """Checkpoint writer that remembers the last step it saved and updates the loss curve each time."""
 
     def __init__(self, run_dir: Path, ctx: parallel.DistContext, trainables: list[Trainable], ema: EMA | None,
-                 sampler: Any, keep_n_latest: int, logger: TrainLogger) -> None:
+                 sampler: Any, keep_n_latest: int, logger: TrainLogger, folder: RunFolder | None = None) -> None:
         self.run_dir, self.ctx, self.trainables, self.ema = run_dir, ctx, trainables, ema
         self.sampler, self.keep_n_latest, self.logger = sampler, keep_n_latest, logger
+        self.folder = folder  # rank 0's run folder: drops a run set aside by overwrite once this one has a checkpoint
         self.last_saved_step = -1
 
     def save(self, states: RunningStates, reason: str = "") -> Path:
@@ -466,6 +523,8 @@ class _Saver:
         path = save_checkpoint(self.run_dir, self.ctx, self.trainables, self.ema, sampler_state, states,
                                self.keep_n_latest)
         self.last_saved_step = states.global_step
+        if self.folder is not None:
+            self.folder.drop_replaced()
         self.logger.write_event("checkpoint", step=states.global_step, path=str(path), reason=reason)
         self.logger.message(f"saved checkpoint {path}" + (f" ({reason})" if reason else ""))
         self.logger.plot_loss_curve()
@@ -496,18 +555,26 @@ def mean_over_ranks(metrics: dict[str, float], ctx: parallel.DistContext) -> dic
     return {k: float(v) / ctx.world_size for k, v in zip(keys, values.tolist())}
 
 
-def report_skipped(batch: dict[str, Any], states: RunningStates, logger: TrainLogger, ctx: parallel.DistContext
-                   ) -> None:
-    """Count a skipped (non-finite) step, log the batch's files; stop after too many in a row."""
+def report_skipped(batch: dict[str, Any], states: RunningStates, logger: TrainLogger, ctx: parallel.DistContext,
+                   saver: _Saver, part: str = "autoencoder") -> None:
+    """Count a skipped (non-finite) update of ``part`` ("autoencoder": the whole step; "discriminator": its update
+    only), log the batch's files; after too many in a row, save the last good state (skipped updates changed no
+    weights) and stop."""
     states.skipped_steps += 1
     consecutive = states.extra.get("consecutive_skipped", 0) + 1
     states.extra["consecutive_skipped"] = consecutive
     paths = [p for rank_paths in parallel.all_gather_objects(list(batch.get("path", []))) for p in rank_paths]
-    logger.write_event("skipped_step", step=states.global_step, skipped_steps=states.skipped_steps,
+    step = states.global_step - (part == "discriminator")  # the 0-based iteration (a discriminator skip counted it)
+    logger.write_event("skipped_step", step=step, part=part, skipped_steps=states.skipped_steps,
                        consecutive=consecutive, paths=paths)
-    logger.message(f"non-finite loss or gradient at step {states.global_step}: step skipped "
+    what = "step skipped" if part == "autoencoder" else "discriminator update skipped"
+    logger.message(f"non-finite {part} loss or gradient at step {step}: {what} "
                    f"({states.skipped_steps} so far); batch files: {', '.join(paths)}")
     if consecutive >= MAX_CONSECUTIVE_NONFINITE:
+        states.extra["consecutive_skipped"] = 0  # a resumed run gets a fresh allowance
+        if saver.last_saved_step != states.global_step:
+            saver.save(states, reason=f"{consecutive} non-finite steps in a row")
         raise NonFiniteLossError(f"{consecutive} non-finite losses in a row (last batch: {', '.join(paths)}); "
-                                 f"stopping the run - lower the learning rate or check these files")
+                                 f"the last good state is saved in {saver.run_dir} (step {states.global_step}); "
+                                 f"stopping the run - lower the learning rate or check these files, then --load it")
 
