@@ -123,7 +123,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean "fix the config, the flags, the files or the disk": one line, no traceback.
 
     ``NonFiniteLossError`` is the training loop's stop after too many non-finite steps in a row: its message
-    says what to change (learning rate, data, dtype).
+    says what to change (learning rate, data, dtype); ``RunFolderError`` a run folder that belongs to another run
+    or a live process.
     """
     from opensora_ae.data.video_io import VideoReadError
     from opensora_ae.models.checkpoint_io import CheckpointError
