@@ -161,18 +161,18 @@ def _run_programs(entries: list[int], nodes: list[tuple[float, int, int]], rng: 
     the one-sample-at-a-time loop would, and the generator ends in the same state.
     """
     thresholds = [node[0] for node in nodes]
-    if_less = [node[1] for node in nodes]
-    otherwise = [node[2] for node in nodes]
+    branches = [(node[1], node[2]) for node in nodes]  # indexed by "draw >= threshold"
+    terminals = list(entries)
     draws: list[float] = []
-    position, remaining, terminals = 0, len(entries), []
-    for node in entries:
-        remaining -= 1
+    position = available = 0
+    for sample, node in enumerate(entries):
         while node >= 0:
-            if position == len(draws):
-                draws, position = rng.random(remaining + 1).tolist(), 0
-            node = if_less[node] if draws[position] < thresholds[node] else otherwise[node]
+            if position == available:  # this sample and each later one need at least one more draw
+                draws = rng.random(len(entries) - sample).tolist()
+                position, available = 0, len(draws)
+            node = branches[node][draws[position] >= thresholds[node]]
             position += 1
-        terminals.append(node)
+        terminals[sample] = node
     return terminals
 
 

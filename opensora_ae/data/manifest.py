@@ -19,6 +19,7 @@ import csv
 import gc
 import itertools
 import logging
+import operator
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple, overload
@@ -30,7 +31,7 @@ from opensora_ae.data.video_io import VideoInfo
 logger = logging.getLogger(__name__)
 
 META_COLUMNS = ("num_frames", "height", "width", "fps")
-CSV_CHUNK_ROWS = 65536  # rows parsed at once: bounds the transient Python objects of the csv module
+CSV_CHUNK_ROWS = 16384  # rows parsed at once: bounds the transient Python objects of the csv module
 MAX_COUNT = 2**31 - 1  # frame counts and sizes above this are not plausible metadata
 BAD_ROW_EXAMPLES = 5  # rows quoted in the one warning about invalid metadata
 
@@ -98,7 +99,10 @@ class PathTable(Sequence):
 
 def _encode(paths: list[str]) -> tuple[bytes, np.ndarray]:
     """``(blob, offsets)`` of ``paths``; offsets has ``len(paths) + 1`` entries."""
-    blob = "".join(paths).encode("utf-8")
+    text = "".join(paths)
+    if "\0" in text:
+        raise ValueError("a path contains a NUL character")
+    blob = text.encode("utf-8")
     lengths = np.fromiter(map(len, paths), np.int64, len(paths))
     if len(blob) != int(lengths.sum()):  # non-ASCII characters: byte lengths differ from str lengths
         lengths = np.fromiter((len(path.encode("utf-8")) for path in paths), np.int64, len(paths))
@@ -182,15 +186,13 @@ def read_csv_manifest(csv_path: str) -> CsvManifest:
                          f"({err.reason}); save it as UTF-8 (e.g. Excel's 'CSV UTF-8')") from None
     except csv.Error as err:
         raise ValueError(f"CSV {csv_path} is not a valid CSV file: {err}") from None
-    if not chunks or not sum(len(chunk.valid) for chunk in chunks):
+    if not sum(len(chunk.infos) for chunk in chunks):
         raise ValueError(f"CSV {csv_path} lists no files")
     _warn_invalid_rows(csv_path, chunks)
     blob, offsets = concat_tables([(chunk.blob, chunk.offsets) for chunk in chunks])
-    values = {name: np.concatenate([chunk.values[name] for chunk in chunks]) for name in META_COLUMNS}
-    valid = np.concatenate([chunk.valid for chunk in chunks])
-    infos = InfoColumns(np.where(valid, values["num_frames"], 0), np.where(valid, values["fps"], 0.0),
-                        np.where(valid, values["height"], 0), np.where(valid, values["width"], 0), valid)
-    return CsvManifest(PathTable(blob, offsets, root), infos, np.flatnonzero(~valid))
+    infos = InfoColumns(*(np.concatenate([getattr(chunk.infos, name) for chunk in chunks])
+                          for name in ("num_frames", "fps", "height", "width", "known")))
+    return CsvManifest(PathTable(blob, offsets, root), infos, np.flatnonzero(~infos.known))
 
 
 def _header(header: list[str], csv_path: str) -> dict[str, int]:
@@ -211,29 +213,22 @@ def _row_chunks(reader: Iterator[list[str]]) -> Iterator[tuple[int, list[list[st
 class _Chunk(NamedTuple):
     blob: bytes
     offsets: np.ndarray
-    values: dict[str, np.ndarray]  # float64 per META_COLUMNS entry, NaN where missing or not a number
-    valid: np.ndarray  # rows whose four values are all present and valid
+    infos: InfoColumns  # known: the row's four values are all present and valid (zeros elsewhere)
     bad_rows: list[tuple[int, str, str]]  # (data row number from 1, column, text) of invalid values, a few
     num_bad: int
 
 
 def _read_chunk(rows: list[list[str]], columns: dict[str, int], first_row: int) -> _Chunk:
     """Columns of one block of CSV rows; rows with an empty path are dropped."""
-    fields = list(itertools.zip_longest(*rows, fillvalue=""))  # transpose; short rows padded with ""
-
-    def column(name: str) -> Sequence[str]:
-        position = columns.get(name)
-        return fields[position] if position is not None and position < len(fields) else ("",) * len(rows)
-
+    column = _column_reader(rows, columns)
     path_column = column("path")
     keep = np.fromiter(map(len, path_column), np.int64, len(rows)) > 0
-    paths = list(itertools.compress(path_column, keep))
-    if any("\0" in path for path in paths):
-        raise csv.Error("a path contains a NUL character")
+    every_row = bool(keep.all())
+    paths = path_column if every_row else list(itertools.compress(path_column, keep))
     row_numbers = np.flatnonzero(keep) + first_row + 1
     values, texts, bad_cells, ok = {}, {}, [], []
     for name in META_COLUMNS:
-        texts[name] = list(itertools.compress(column(name), keep))
+        texts[name] = column(name) if every_row else list(itertools.compress(column(name), keep))
         values[name], present, column_ok = _parse_numbers(texts[name], name)
         bad_cells.append(present & ~column_ok)
         ok.append(column_ok)
@@ -243,16 +238,37 @@ def _read_chunk(rows: list[list[str]], columns: dict[str, int], first_row: int) 
     for row in np.flatnonzero(bad)[:BAD_ROW_EXAMPLES]:
         name = next(name for name, cells in zip(META_COLUMNS, bad_cells) if cells[row])
         bad_rows.append((int(row_numbers[row]), name, texts[name][row]))
-    return _Chunk(*_encode(paths), values, valid, bad_rows, int(bad.sum()))
+    try:
+        blob, offsets = _encode(paths)
+    except ValueError as err:
+        raise csv.Error(err) from None  # named with the CSV by the caller
+    infos = InfoColumns(*(np.where(valid, values[name], 0) for name in ("num_frames", "fps", "height", "width")),
+                        valid)
+    return _Chunk(blob, offsets, infos, bad_rows, int(bad.sum()))
+
+
+def _column_reader(rows: list[list[str]], columns: dict[str, int]):
+    """``column(name) -> list[str]`` of the rows' cells ("" where a row is too short or the column absent)."""
+    if len(rows) and min(map(len, rows)) > max(columns.values()):  # the usual case: every row complete
+        return lambda name: list(map(operator.itemgetter(columns[name]), rows)) if name in columns \
+            else [""] * len(rows)
+    fields = list(itertools.zip_longest(*rows, fillvalue=""))  # transpose, padding short rows
+
+    def column(name: str) -> list[str]:
+        position = columns.get(name)
+        return list(fields[position]) if position is not None and position < len(fields) else [""] * len(rows)
+
+    return column
 
 
 def _parse_numbers(text: list[str], name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(values, present, ok)`` of one metadata column: values NaN where absent or not a number."""
-    present = np.fromiter(map(len, text), np.int64, len(text)) > 0
     try:
         values = np.array(text, dtype=np.float64)
+        present = np.ones(len(text), bool)
     except ValueError:  # empty cells or text that is not a number
         values = np.array([_to_float(value) for value in text], dtype=np.float64)
+        present = np.fromiter(map(len, text), np.int64, len(text)) > 0
     with np.errstate(invalid="ignore"):
         lowest = 0.0 if name == "fps" else 1.0
         ok = np.isfinite(values) & (np.trunc(values) >= lowest) & (values <= MAX_COUNT)

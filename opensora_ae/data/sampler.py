@@ -126,15 +126,18 @@ class BucketBatchSampler(Sampler[list[SampleRequest]]):
         count = len(self._excluded_rows)
         if not count or self.rank != 0:
             return
-        examples = ", ".join(self._exclusion_reason(int(i)) for i in self._excluded_rows[:3])
+        examples = ", ".join(f"{self.dataset.paths[int(i)]} ({self._kind(int(i))})" for i in self._excluded_rows[:3])
         logger.warning("skipping %d of %d files that are too short or too small for %s, e.g. %s "
                        "(sampler.excluded lists them)", count, len(self.dataset), self._describe_targets(), examples)
 
-    def _exclusion_reason(self, index: int) -> str:
+    def _kind(self, index: int) -> str:
         infos = self.dataset.infos
         total = int(infos.num_frames[index])
-        kind = "image" if total == 1 else f"{total} frames of {infos.height[index]}x{infos.width[index]}"
-        return f"{self.dataset.paths[index]} ({kind}) is too short or too small for {self._describe_targets()}"
+        return "image" if total == 1 else f"{total} frames of {infos.height[index]}x{infos.width[index]}"
+
+    def _exclusion_reason(self, index: int) -> str:
+        return (f"{self.dataset.paths[index]} ({self._kind(index)}) is too short or too small for "
+                f"{self._describe_targets()}")
 
     @property
     def excluded(self) -> dict[str, str]:
