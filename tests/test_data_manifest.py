@@ -13,7 +13,9 @@ from data_utils import write_indexed_video, write_text_as_video
 from opensora_ae.data import BucketBatchSampler, VideoTextDataset
 from opensora_ae.data import probing
 from opensora_ae.data.buckets import Bucket, BucketKey
+from opensora_ae.data.datasets import SampleRequest
 from opensora_ae.data.loader import VideoDataLoader
+from opensora_ae.data.manifest import read_csv_manifest
 from opensora_ae.data.transforms import frame_interval
 
 BUCKETS = {"256px": {1: (0.6, 8), 17: (1.0, 4), 33: ((0.7, 0.5), 2), 65: ((1.0, 0.3), 1)},
@@ -135,7 +137,8 @@ def _flat(batches):
 
 # ---- vectorised equals per-sample ----
 
-def test_vectorised_assignment_equals_per_sample_draws_and_leaves_the_same_generator_state(varied_csv):
+def test_vectorised_assignment_equals_per_sample_draws_and_leaves_the_same_generator_state(varied_csv, monkeypatch):
+    monkeypatch.setattr("opensora_ae.data.buckets.DRAW_BLOCK", 7)  # many refills, one mid-program
     dataset = VideoTextDataset(varied_csv, fps_max=30)
     samples = _samples(dataset)
     assert {s[3] for s in samples} == {1, 2}
@@ -210,7 +213,6 @@ def test_100k_recorded_failures_take_under_a_second(large_dataset):
 
 def test_replacement_cost_does_not_grow_with_the_dataset(large_dataset):
     request_rng = np.random.default_rng(0)
-    from opensora_ae.data.datasets import SampleRequest
     request = SampleRequest(0, 17, 64, 64)
     begin = time.perf_counter()
     picks = [large_dataset._replacement(request, request_rng) for _ in range(2000)]
@@ -258,6 +260,20 @@ def test_short_rows_and_non_ascii_paths(three_videos):
     dataset = VideoTextDataset(str(csv))
     assert list(dataset.paths) == [str(three_videos / name) for name in ("\u00e4.mp4", "b.mp4", "c.mp4")]
     assert [info.num_frames for info in dataset.infos] == [12, 20, 9]
+
+
+def test_quoted_csv_equals_the_unquoted_fast_path(tmp_path, monkeypatch):
+    monkeypatch.setattr("opensora_ae.data.manifest.CSV_CHUNK_BYTES", 64)  # many blocks, some falling back
+    rows = [(f"dir/clip {i}.mp4", 10 + i, 240, 320, 24) for i in range(40)] + [("dir/e.mp4", "", 240, 320, 24)]
+    unquoted = read_csv_manifest(_write_rows(tmp_path / "plain.csv", rows))
+    quoted_rows = [(f'"{p}"', f'"{n}"', h, w, f) for p, n, h, w, f in rows]
+    quoted = read_csv_manifest(_write_rows(tmp_path / "quoted.csv", quoted_rows))
+    for table in (unquoted, quoted):
+        assert list(table.paths) == [str(tmp_path / p) for p, *_ in rows]
+        assert table.infos.num_frames.tolist() == [10 + i for i in range(40)] + [0]
+        assert table.to_probe.tolist() == [40] and table.infos.height.tolist() == [240] * 40 + [0]
+    comma = read_csv_manifest(_write_rows(tmp_path / "comma.csv", [('"a,b.mp4"', 5, 16, 16, 24)]))
+    assert list(comma.paths) == [str(tmp_path / "a,b.mp4")] and comma.infos[0].num_frames == 5
 
 
 # ---- folder listing ----

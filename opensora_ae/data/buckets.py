@@ -150,6 +150,7 @@ def _enough_frames(total_frames: np.ndarray, num_frames: int, interval: np.ndarr
 
 
 NO_BUCKET = -1  # assignment code of a sample that fits no bucket
+DRAW_BLOCK = 1 << 16  # draws converted to Python floats at once (bounds their memory)
 _TERMINAL_OFFSET = 2  # draw-program terminal of option o: -(o + 2); -1 is NO_BUCKET
 
 
@@ -157,7 +158,7 @@ def _run_programs(entries: list[int], nodes: list[tuple[float, int, int]], rng: 
     """Walk each sample's draw program in order on one stream of ``rng.random()`` draws; terminal per sample.
 
     A node ``(threshold, if_less, otherwise)`` consumes one draw. Every entry starts at a node, so each
-    sample still to come needs at least one draw: refilling with exactly that many never draws more than
+    sample still to come needs at least one draw: refilling with at most that many never draws more than
     the one-sample-at-a-time loop would, and the generator ends in the same state.
     """
     thresholds = [node[0] for node in nodes]
@@ -168,7 +169,7 @@ def _run_programs(entries: list[int], nodes: list[tuple[float, int, int]], rng: 
     for sample, node in enumerate(entries):
         while node >= 0:
             if position == available:  # this sample and each later one need at least one more draw
-                draws = rng.random(len(entries) - sample).tolist()
+                draws = rng.random(min(DRAW_BLOCK, len(entries) - sample)).tolist()
                 position, available = 0, len(draws)
             node = branches[node][draws[position] >= thresholds[node]]
             position += 1

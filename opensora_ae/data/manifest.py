@@ -21,8 +21,9 @@ import itertools
 import logging
 import operator
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from typing import NamedTuple, overload
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import NamedTuple, TextIO, overload
 
 import numpy as np
 
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 META_COLUMNS = ("num_frames", "height", "width", "fps")
 CSV_CHUNK_ROWS = 16384  # rows parsed at once: bounds the transient Python objects of the csv module
+CSV_CHUNK_BYTES = 1 << 20  # text read at once by the unquoted fast path
 MAX_COUNT = 2**31 - 1  # frame counts and sizes above this are not plausible metadata
 BAD_ROW_EXAMPLES = 5  # rows quoted in the one warning about invalid metadata
 
@@ -176,11 +178,14 @@ def read_csv_manifest(csv_path: str) -> CsvManifest:
     """
     root = os.path.dirname(os.path.abspath(csv_path))
     try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as handle, gc_paused():
-            reader = csv.reader(handle)
-            columns = _header(next(reader, []), csv_path)
-            chunks = [_read_chunk(rows, columns, first_row)
-                      for first_row, rows in _row_chunks(reader)]
+        with open(csv_path, encoding="utf-8-sig") as handle, gc_paused():
+            columns = _header(next(csv.reader([handle.readline()]), []), csv_path)
+            chunks = _unquoted_chunks(handle, columns)
+        if chunks is None:  # quoted fields: the csv module's parser
+            with open(csv_path, newline="", encoding="utf-8-sig") as handle, gc_paused():
+                reader = csv.reader(handle)
+                next(reader)
+                chunks = [_read_chunk(rows, columns, first_row) for first_row, rows in _row_chunks(reader)]
     except UnicodeDecodeError as err:
         raise ValueError(f"CSV {csv_path} is not UTF-8 text: {_undecodable_line(csv_path)} "
                          f"({err.reason}); save it as UTF-8 (e.g. Excel's 'CSV UTF-8')") from None
@@ -218,6 +223,49 @@ class _Chunk(NamedTuple):
     num_bad: int
 
 
+def _unquoted_chunks(handle: TextIO, columns: dict[str, int]) -> list[_Chunk] | None:
+    """Chunks of a CSV without quote characters (None as soon as one appears).
+
+    Without quotes a row is its line split at commas, so numpy's C parser (``np.loadtxt``) reads the metadata
+    columns and one regular expression the paths; a block it cannot take (empty cells, short rows, blank
+    lines, text in a number column) goes through :func:`_read_chunk` instead.
+    """
+    path_pattern = re.compile(r"^(?:[^,\n]*,){%d}([^,\n]*)[^\n]*\n" % columns["path"], re.MULTILINE)
+    chunks, first_row = [], 0
+    while lines := handle.readlines(CSV_CHUNK_BYTES):
+        text = "".join(lines)
+        if '"' in text:
+            return None
+        chunk = _loadtxt_chunk(lines, text, path_pattern, columns, first_row)
+        if chunk is None:
+            chunk = _read_chunk([line.rstrip("\n").split(",") for line in lines], columns, first_row)
+        chunks.append(chunk)
+        first_row += len(lines)
+    return chunks
+
+
+def _loadtxt_chunk(lines: list[str], text: str, path_pattern: re.Pattern, columns: dict[str, int],
+                   first_row: int) -> _Chunk | None:
+    """One block of complete, unquoted rows parsed in C; None when the block is not that simple."""
+    positions = [columns.get(name) for name in META_COLUMNS]
+    if None in positions:
+        return None
+    paths = path_pattern.findall(text)
+    if len(paths) != len(lines) or not min(map(len, paths)):
+        return None
+    try:
+        numbers = np.loadtxt(lines, delimiter=",", usecols=positions, comments=None, dtype=np.float64, ndmin=2)
+    except ValueError:
+        return None
+    if len(numbers) != len(lines):
+        return None
+    values = {name: np.ascontiguousarray(numbers[:, position]) for position, name in enumerate(META_COLUMNS)}
+    present = np.ones(len(lines), bool)
+    row_numbers = np.arange(len(lines)) + first_row + 1
+    return _finish_chunk(paths, values, dict.fromkeys(META_COLUMNS, present), row_numbers,
+                         lambda row, name: lines[row].rstrip("\n").split(",")[columns[name]])
+
+
 def _read_chunk(rows: list[list[str]], columns: dict[str, int], first_row: int) -> _Chunk:
     """Columns of one block of CSV rows; rows with an empty path are dropped."""
     column = _column_reader(rows, columns)
@@ -225,19 +273,30 @@ def _read_chunk(rows: list[list[str]], columns: dict[str, int], first_row: int) 
     keep = np.fromiter(map(len, path_column), np.int64, len(rows)) > 0
     every_row = bool(keep.all())
     paths = path_column if every_row else list(itertools.compress(path_column, keep))
-    row_numbers = np.flatnonzero(keep) + first_row + 1
-    values, texts, bad_cells, ok = {}, {}, [], []
+    values, present, texts = {}, {}, {}
     for name in META_COLUMNS:
         texts[name] = column(name) if every_row else list(itertools.compress(column(name), keep))
-        values[name], present, column_ok = _parse_numbers(texts[name], name)
-        bad_cells.append(present & ~column_ok)
+        values[name], present[name] = _parse_numbers(texts[name])
+    row_numbers = np.flatnonzero(keep) + first_row + 1
+    return _finish_chunk(paths, values, present, row_numbers, lambda row, name: texts[name][row])
+
+
+def _finish_chunk(paths: list[str], values: dict[str, np.ndarray], present: dict[str, np.ndarray],
+                  row_numbers: np.ndarray, cell: Callable[[int, str], str]) -> _Chunk:
+    """Validate a block's metadata (rows with all four valid values are known) and encode its paths."""
+    bad_cells, ok = [], []
+    for name in META_COLUMNS:
+        with np.errstate(invalid="ignore"):
+            lowest = 0.0 if name == "fps" else 1.0
+            column_ok = np.isfinite(values[name]) & (np.trunc(values[name]) >= lowest) & (values[name] <= MAX_COUNT)
+        bad_cells.append(present[name] & ~column_ok)
         ok.append(column_ok)
     valid = np.logical_and.reduce(ok)
     bad = np.logical_or.reduce(bad_cells)
     bad_rows = []
     for row in np.flatnonzero(bad)[:BAD_ROW_EXAMPLES]:
         name = next(name for name, cells in zip(META_COLUMNS, bad_cells) if cells[row])
-        bad_rows.append((int(row_numbers[row]), name, texts[name][row]))
+        bad_rows.append((int(row_numbers[row]), name, cell(int(row), name)))
     try:
         blob, offsets = _encode(paths)
     except ValueError as err:
@@ -261,18 +320,13 @@ def _column_reader(rows: list[list[str]], columns: dict[str, int]):
     return column
 
 
-def _parse_numbers(text: list[str], name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(values, present, ok)`` of one metadata column: values NaN where absent or not a number."""
+def _parse_numbers(text: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, present)`` of one metadata column: values NaN where absent or not a number."""
     try:
-        values = np.array(text, dtype=np.float64)
-        present = np.ones(len(text), bool)
+        return np.array(text, dtype=np.float64), np.ones(len(text), bool)
     except ValueError:  # empty cells or text that is not a number
         values = np.array([_to_float(value) for value in text], dtype=np.float64)
-        present = np.fromiter(map(len, text), np.int64, len(text)) > 0
-    with np.errstate(invalid="ignore"):
-        lowest = 0.0 if name == "fps" else 1.0
-        ok = np.isfinite(values) & (np.trunc(values) >= lowest) & (values <= MAX_COUNT)
-    return values, present, ok
+        return values, np.fromiter(map(len, text), np.int64, len(text)) > 0
 
 
 def _to_float(value: str) -> float:
