@@ -2,8 +2,9 @@
 
 ``data_path`` decides the source:
 
-* ``*.csv``: column ``path`` (required; relative paths resolve against the CSV's folder) and optional
-  ``num_frames, height, width, fps`` (a row with all four is not probed); other columns are ignored.
+* ``*.csv`` (UTF-8, BOM allowed): column ``path`` (required; relative paths resolve against the CSV's folder)
+  and optional ``num_frames, height, width, fps`` (a row with all four valid is not probed; invalid values
+  such as ``-5``, ``0``, ``nan``, ``inf`` are probed, with one warning per CSV); other columns are ignored.
 * a folder: every video (:data:`VIDEO_EXTS`) and image (:data:`IMAGE_EXTS`) below it, recursively
   (the Open-Sora-Plan layout ``sub_dataset/sub_sub_dataset/video.mp4``), in sorted order.
 * one video or image file.
