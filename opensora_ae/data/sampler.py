@@ -11,6 +11,10 @@ Every epoch, from ``(seed, epoch)`` alone:
 4. the list is cut to a multiple of ``world_size`` (``drop_last``) or padded by repeating its first
    batches, and rank ``r`` takes batches ``r, r + world_size, ...``: every rank gets the same number.
 
+The plan is computed on numpy arrays (vectorised bucket assignment with the same draws as assigning sample
+by sample, see :meth:`~opensora_ae.data.buckets.Bucket.assign_many`), and a rank keeps only its own batches
+as arrays (:class:`EpochBatches`); a million-sample epoch creates no per-sample Python objects.
+
 Batches are lists of :class:`~opensora_ae.data.datasets.SampleRequest`. ``state_dict()`` records
 ``(seed, epoch, batches done on this rank)``; after ``load_state_dict`` the next iteration yields exactly
 the remaining batches of that epoch, then later epochs start from their beginning.
