@@ -9,7 +9,7 @@ copy-on-write because nothing writes to them.
 * :class:`PathTable`: paths, ``table[i] -> str``; relative entries resolve against a root on access.
 * :class:`InfoColumns`: ``num_frames, fps, height, width`` columns and a ``known`` mask;
   ``columns[i] -> VideoInfo | None`` (None: not known or unreadable).
-* :func:`read_csv_manifest`: a CSV read in chunks into both, with the rows to probe.
+* :func:`read_csv_manifest`: a CSV read block by block into preallocated columns, with the rows to probe.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class PathTable(Sequence):
     so a CSV's relative paths cost nothing until they are read.
     """
 
-    def __init__(self, blob: bytes, offsets: np.ndarray, root: str | None = None):
+    def __init__(self, blob: bytes | bytearray, offsets: np.ndarray, root: str | None = None):
         self.blob, self.offsets, self.root = blob, offsets, root
 
     @classmethod
@@ -111,14 +111,6 @@ def _encode(paths: list[str]) -> tuple[bytes, np.ndarray]:
     offsets = np.zeros(len(paths) + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
     return blob, offsets
-
-
-def concat_tables(tables: list[tuple[bytes, np.ndarray]]) -> tuple[bytes, np.ndarray]:
-    """Join ``(blob, offsets)`` pieces into one."""
-    shifts = np.cumsum([0] + [len(blob) for blob, _ in tables[:-1]])
-    offsets = np.concatenate([np.zeros(1, np.int64)] + [offsets[1:] + shift
-                                                        for (_, offsets), shift in zip(tables, shifts)])
-    return b"".join(blob for blob, _ in tables), offsets
 
 
 class InfoColumns(Sequence):
@@ -176,28 +168,72 @@ def read_csv_manifest(csv_path: str) -> CsvManifest:
     ``>= 1``, fps ``>= 0``) is trusted; other rows are probed. Rows with a value that is present but invalid
     (negative, zero, NaN, inf, not a number) are named in one warning.
     """
-    root = os.path.dirname(os.path.abspath(csv_path))
     try:
         with open(csv_path, encoding="utf-8-sig") as handle, gc_paused():
             columns = _header(next(csv.reader([handle.readline()]), []), csv_path)
-            chunks = _unquoted_chunks(handle, columns)
-        if chunks is None:  # quoted fields: the csv module's parser
+            builder = _ManifestBuilder(csv_path)
+            complete = builder.fill(_unquoted_chunks(handle, columns))
+        if not complete:  # quoted fields: the csv module's parser
             with open(csv_path, newline="", encoding="utf-8-sig") as handle, gc_paused():
                 reader = csv.reader(handle)
                 next(reader)
-                chunks = [_read_chunk(rows, columns, first_row) for first_row, rows in _row_chunks(reader)]
+                builder = _ManifestBuilder(csv_path)
+                builder.fill(_read_chunk(rows, columns, first_row) for first_row, rows in _row_chunks(reader))
     except UnicodeDecodeError as err:
         raise ValueError(f"CSV {csv_path} is not UTF-8 text: {_undecodable_line(csv_path)} "
                          f"({err.reason}); save it as UTF-8 (e.g. Excel's 'CSV UTF-8')") from None
     except csv.Error as err:
         raise ValueError(f"CSV {csv_path} is not a valid CSV file: {err}") from None
-    if not sum(len(chunk.infos) for chunk in chunks):
+    if not builder.rows:
         raise ValueError(f"CSV {csv_path} lists no files")
-    _warn_invalid_rows(csv_path, chunks)
-    blob, offsets = concat_tables([(chunk.blob, chunk.offsets) for chunk in chunks])
-    infos = InfoColumns(*(np.concatenate([getattr(chunk.infos, name) for chunk in chunks])
-                          for name in ("num_frames", "fps", "height", "width", "known")))
-    return CsvManifest(PathTable(blob, offsets, root), infos, np.flatnonzero(~infos.known))
+    _warn_invalid_rows(csv_path, builder.num_bad, builder.bad_rows)
+    return builder.manifest(os.path.dirname(os.path.abspath(csv_path)))
+
+
+class _ManifestBuilder:
+    """Columns preallocated from the file's size and line count, filled block by block.
+
+    Rows are at most the file's lines and path bytes at most its bytes, so nothing is concatenated at the
+    end: the manifest exists once, plus one block in flight.
+    """
+
+    def __init__(self, csv_path: str):
+        lines, size = _count_lines(csv_path), os.path.getsize(csv_path)
+        self.blob, self.offsets = bytearray(size), np.zeros(lines + 1, np.int64)
+        self.columns = {name: np.zeros(lines, dtype) for name, dtype in
+                        (("num_frames", np.int64), ("fps", np.float64), ("height", np.int64), ("width", np.int64),
+                         ("known", bool))}
+        self.rows = self.bytes = self.num_bad = 0
+        self.bad_rows: list[tuple[int, str, str]] = []
+
+    def fill(self, chunks: Iterable[_Chunk | None]) -> bool:
+        """Add every chunk; False when the source stopped with None (the file needs another parser)."""
+        for chunk in chunks:
+            if chunk is None:
+                return False
+            rows, used = len(chunk.infos), len(chunk.blob)
+            self.blob[self.bytes:self.bytes + used] = chunk.blob
+            self.offsets[self.rows + 1:self.rows + rows + 1] = chunk.offsets[1:] + self.bytes
+            for name, column in self.columns.items():
+                column[self.rows:self.rows + rows] = getattr(chunk.infos, name)
+            self.rows, self.bytes = self.rows + rows, self.bytes + used
+            self.num_bad += chunk.num_bad
+            self.bad_rows.extend(chunk.bad_rows[:BAD_ROW_EXAMPLES - len(self.bad_rows)])
+        return True
+
+    def manifest(self, root: str) -> CsvManifest:
+        del self.blob[self.bytes:]
+        infos = InfoColumns(*(self.columns[name][:self.rows] for name in self.columns))
+        return CsvManifest(PathTable(self.blob, self.offsets[:self.rows + 1], root), infos,
+                           np.flatnonzero(~infos.known))
+
+
+def _count_lines(csv_path: str) -> int:
+    lines = 1
+    with open(csv_path, "rb") as handle:
+        while block := handle.read(1 << 22):
+            lines += block.count(b"\n")
+    return lines
 
 
 def _header(header: list[str], csv_path: str) -> dict[str, int]:
@@ -223,25 +259,23 @@ class _Chunk(NamedTuple):
     num_bad: int
 
 
-def _unquoted_chunks(handle: TextIO, columns: dict[str, int]) -> list[_Chunk] | None:
-    """Chunks of a CSV without quote characters (None as soon as one appears).
+def _unquoted_chunks(handle: TextIO, columns: dict[str, int]) -> Iterator[_Chunk | None]:
+    """Chunks of a CSV without quote characters; None, and the end, as soon as one appears.
 
     Without quotes a row is its line split at commas, so numpy's C parser (``np.loadtxt``) reads the metadata
     columns and one regular expression the paths; a block it cannot take (empty cells, short rows, blank
     lines, text in a number column) goes through :func:`_read_chunk` instead.
     """
     path_pattern = re.compile(r"^(?:[^,\n]*,){%d}([^,\n]*)[^\n]*\n" % columns["path"], re.MULTILINE)
-    chunks, first_row = [], 0
+    first_row = 0
     while lines := handle.readlines(CSV_CHUNK_BYTES):
         text = "".join(lines)
         if '"' in text:
-            return None
+            yield None
+            return
         chunk = _loadtxt_chunk(lines, text, path_pattern, columns, first_row)
-        if chunk is None:
-            chunk = _read_chunk([line.rstrip("\n").split(",") for line in lines], columns, first_row)
-        chunks.append(chunk)
+        yield chunk or _read_chunk([line.rstrip("\n").split(",") for line in lines], columns, first_row)
         first_row += len(lines)
-    return chunks
 
 
 def _loadtxt_chunk(lines: list[str], text: str, path_pattern: re.Pattern, columns: dict[str, int],
@@ -336,11 +370,9 @@ def _to_float(value: str) -> float:
         return float("nan")
 
 
-def _warn_invalid_rows(csv_path: str, chunks: list[_Chunk]) -> None:
-    total = sum(chunk.num_bad for chunk in chunks)
+def _warn_invalid_rows(csv_path: str, total: int, examples: list[tuple[int, str, str]]) -> None:
     if not total:
         return
-    examples = [example for chunk in chunks for example in chunk.bad_rows][:BAD_ROW_EXAMPLES]
     listed = "; ".join(f"row {row} {name}={text!r}" for row, name, text in examples)
     more = f" and {total - len(examples)} more" if total > len(examples) else ""
     logger.warning("CSV %s: %d row(s) with a num_frames/height/width/fps that is not a positive finite number "
