@@ -340,16 +340,18 @@ def _finish_chunk(paths: list[str], values: dict[str, np.ndarray], present: dict
     return _Chunk(blob, offsets, infos, bad_rows, int(bad.sum()))
 
 
-def _column_reader(rows: list[list[str]], columns: dict[str, int]):
+def _column_reader(rows: list[list[str]], columns: dict[str, int]) -> Callable[[str], list[str]]:
     """``column(name) -> list[str]`` of the rows' cells ("" where a row is too short or the column absent)."""
-    if len(rows) and min(map(len, rows)) > max(columns.values()):  # the usual case: every row complete
-        return lambda name: list(map(operator.itemgetter(columns[name]), rows)) if name in columns \
-            else [""] * len(rows)
-    fields = list(itertools.zip_longest(*rows, fillvalue=""))  # transpose, padding short rows
+    complete = bool(rows) and min(map(len, rows)) > max(columns.values())  # the usual case
+    fields = None if complete else list(itertools.zip_longest(*rows, fillvalue=""))  # transposed, padded
 
     def column(name: str) -> list[str]:
         position = columns.get(name)
-        return list(fields[position]) if position is not None and position < len(fields) else [""] * len(rows)
+        if position is None:
+            return [""] * len(rows)
+        if complete:
+            return list(map(operator.itemgetter(position), rows))
+        return list(fields[position]) if position < len(fields) else [""] * len(rows)
 
     return column
 
