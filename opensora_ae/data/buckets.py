@@ -241,6 +241,10 @@ class Bucket:
         self.keys = [BucketKey(resolution, num_frames, ratio) for resolution, num_frames, *_ in self.options
                      for ratio in self.ratio_sizes[resolution]]
         self._key_base = np.cumsum([0] + [len(self.ratio_sizes[option[0]]) for option in self.options[:-1]])
+        self._option_resolution = np.array([self.resolutions.index(option[0]) for option in self.options])
+        # Each ratio name parsed once: height / width per resolution, in table order.
+        self._ratio_values = {resolution: np.array([ratio_value(name) for name in self.ratio_sizes[resolution]])
+                              for resolution in self.resolutions}
 
     @staticmethod
     def _parse_frames(resolution: str, frames_cfg: Any) -> list[tuple[int, float, float, int]]:
@@ -286,22 +290,21 @@ class Bucket:
         decisions compile to a small program of draws; samples whose program draws nothing are decided
         without a loop, the others walk their program on one stream of draws.
         """
-        enough = self._enough_per_option(total_frames, height, width, interval)
-        patterns, inverse = _unique_patterns(enough, len(total_frames))
+        patterns, inverse = _unique_patterns(self._enough_per_option(total_frames, height, width, interval),
+                                             len(total_frames))
         nodes: list[tuple[float, int, int]] = []
         entries = np.array([self._compile(pattern, nodes) for pattern in patterns], np.int64)[inverse]
         drawing = np.flatnonzero(entries >= 0)
         entries[drawing] = _run_programs(entries[drawing].tolist(), nodes, rng)
         option = -entries - _TERMINAL_OFFSET  # -1 for NO_BUCKET
         codes = np.full(len(total_frames), NO_BUCKET, np.int64)
-        for resolution in self.resolutions:
-            members = np.flatnonzero(np.isin(option, self._options_of[resolution]))
-            if not len(members):
-                continue
-            names = list(self.ratio_sizes[resolution])
-            values = np.array([ratio_value(name) for name in names])
-            ratio = _closest(height[members] / width[members], values)
-            codes[members] = self._key_base[option[members]] + ratio
+        assigned = np.flatnonzero(option >= 0)
+        resolution_of = self._option_resolution[option[assigned]]
+        for position, resolution in enumerate(self.resolutions):
+            members = assigned[resolution_of == position]
+            if len(members):
+                ratio = _closest(height[members] / width[members], self._ratio_values[resolution])
+                codes[members] = self._key_base[option[members]] + ratio
         return codes
 
     def _enough_per_option(self, total_frames: np.ndarray, height: np.ndarray, width: np.ndarray,
