@@ -158,6 +158,8 @@ class VideoTextDataset(Dataset):
             (takes precedence over ``sample_rate``).
         transform_name: only ``"resize_crop"`` (resize to cover, then crop).
         training: random clip start and random crop (True) or first frames and centre crop (False).
+        probe_workers: processes probing files without metadata (None: ``min(8, usable cores)``; 1: in this
+            process).
     """
 
     def __init__(self, data_path: str, num_frames: int = 17, image_size: int | Sequence[int] = (256, 256),
