@@ -151,6 +151,7 @@ def _enough_frames(total_frames: np.ndarray, num_frames: int, interval: np.ndarr
 
 NO_BUCKET = -1  # assignment code of a sample that fits no bucket
 DRAW_BLOCK = 1 << 16  # draws converted to Python floats at once (bounds their memory)
+PATTERN_TABLE_BITS = 20  # up to this many options, patterns are found with a 2**bits lookup table
 _TERMINAL_OFFSET = 2  # draw-program terminal of option o: -(o + 2); -1 is NO_BUCKET
 
 
@@ -202,7 +203,12 @@ def _unique_patterns(columns: list[np.ndarray], size: int) -> tuple[list[tuple[b
         for bit, column in enumerate(columns[begin:begin + 62]):
             word |= column.astype(np.int64) << bit
         words.append(word)
-    if len(words) == 1:
+    if len(columns) <= PATTERN_TABLE_BITS:  # few options: a lookup table instead of sorting the samples
+        unique = np.flatnonzero(np.bincount(words[0], minlength=1))
+        table = np.zeros(1 << len(columns), np.int32)
+        table[unique] = np.arange(len(unique))
+        inverse, unique = table[words[0]], unique[:, None]
+    elif len(words) == 1:
         unique, inverse = np.unique(words[0], return_inverse=True)
         unique = unique[:, None]
     else:
@@ -293,7 +299,7 @@ class Bucket:
         patterns, inverse = _unique_patterns(self._enough_per_option(total_frames, height, width, interval),
                                              len(total_frames))
         nodes: list[tuple[float, int, int]] = []
-        entries = np.array([self._compile(pattern, nodes) for pattern in patterns], np.int64)[inverse]
+        entries = np.array([self._compile(pattern, nodes) for pattern in patterns], np.int32)[inverse]
         drawing = np.flatnonzero(entries >= 0)
         entries[drawing] = _run_programs(entries[drawing].tolist(), nodes, rng)
         option = -entries - _TERMINAL_OFFSET  # -1 for NO_BUCKET
