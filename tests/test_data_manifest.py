@@ -155,6 +155,20 @@ def test_vectorised_assignment_equals_per_sample_draws_and_leaves_the_same_gener
     assert fits.tolist() == [bucket.fits_any(*sample) for sample in samples]
 
 
+@pytest.mark.parametrize("resolutions,frame_counts", [(["256px"], 25), (["256px", "480p", "720p"], 22)])
+def test_many_options_equal_per_sample_draws(varied_csv, resolutions, frame_counts):
+    """25 options (patterns found by sorting) and 66 options (more than one 62-bit pattern word)."""
+    config = {name: {1 + 8 * k: ((0.8, 0.6) if k % 2 else 0.7, 1) for k in range(frame_counts)}
+              for name in resolutions}
+    bucket = Bucket(config)
+    samples = _samples(VideoTextDataset(varied_csv))[:600]
+    expected_rng, rng = np.random.default_rng(2), np.random.default_rng(2)
+    expected = [_reference_assign(bucket, *sample, expected_rng) for sample in samples]
+    codes = bucket.assign_many(*(np.array(column, np.int64) for column in zip(*samples)), rng)
+    assert [None if c < 0 else bucket.keys[c] for c in codes] == expected and rng.random() == expected_rng.random()
+    assert len(bucket.options) == len(resolutions) * frame_counts and len(set(expected)) > 20
+
+
 @pytest.mark.parametrize("shuffle,drop_last,image_ratio,world_size", [
     (True, True, 0.0, 3), (True, False, 0.3, 4), (False, False, 0.0, 2), (True, True, 0.5, 1)])
 def test_vectorised_sampler_gives_the_same_batches_as_per_sample_planning(varied_csv, shuffle, drop_last,
