@@ -34,7 +34,7 @@ def test_csv_relative_paths_optional_metadata_and_extra_columns(media):
     _write_csv(csv, ["path", "text", "num_frames", "height", "width", "fps"],
                [["clips/a.mp4", "a cat", 40, 24, 32, 24], ["clips/sub/deeper/b.mp4", "a dog", "", "", "", ""]])
     dataset = build(dict(type="video_text", data_path=str(csv), num_frames=4, image_size=(16, 16)), DATASETS)
-    assert dataset.paths == [str(media / "clips" / "a.mp4"), str(media / "clips" / "sub" / "deeper" / "b.mp4")]
+    assert list(dataset.paths) == [str(media / "clips" / "a.mp4"), str(media / "clips" / "sub" / "deeper" / "b.mp4")]
     assert dataset.infos[1] == (20, 30.0, 24, 32)  # probed
     item = dataset[SampleRequest(0, 4, 16, 16, seed=1)]
     assert item["video"].shape == (3, 4, 16, 16) and item["video"].dtype == torch.float32

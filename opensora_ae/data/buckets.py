@@ -125,9 +125,57 @@ ASPECT_RATIOS: dict[str, dict[str, tuple[int, int]]] = {name: aspect_ratio_sizes
 
 
 def closest_ratio(height: int, width: int, ratios: dict[str, tuple[int, int]]) -> str:
-    """Name of the ratio whose ``height / width`` is closest to the sample's."""
-    target = height / width
-    return min(ratios, key=lambda name: abs(ratio_value(name) - target))
+    """Name of the ratio whose ``height / width`` is closest to the sample's (the first one on a tie)."""
+    names = list(ratios)
+    values = np.array([ratio_value(name) for name in names])
+    return names[int(_closest(np.array([height / width]), values)[0])]
+
+
+def _closest(targets: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Index into ``values`` of the closest value to each target; the lowest index wins ties."""
+    best = np.zeros(len(targets), np.int64)
+    best_distance = np.abs(values[0] - targets)
+    for position in range(1, len(values)):
+        distance = np.abs(values[position] - targets)
+        closer = distance < best_distance
+        best[closer], best_distance[closer] = position, distance[closer]
+    return best
+
+
+def _enough_frames(total_frames: np.ndarray, num_frames: int, interval: np.ndarray) -> np.ndarray:
+    """Bool array: an image (1 frame) fits only 1 frame; a video fits ``(num_frames - 1) * interval + 1``."""
+    if num_frames == 1:
+        return total_frames == 1
+    return (total_frames != 1) & ((num_frames - 1) * interval + 1 <= total_frames)
+
+
+NO_BUCKET = -1  # assignment code of a sample that fits no bucket
+DRAW_BLOCK = 1 << 16  # draws converted to Python floats at once (bounds their memory)
+PATTERN_TABLE_BITS = 20  # up to this many options, patterns are found with a 2**bits lookup table
+_TERMINAL_OFFSET = 2  # draw-program terminal of option o: -(o + 2); -1 is NO_BUCKET
+
+
+def _run_programs(entries: list[int], nodes: list[tuple[float, int, int]], rng: np.random.Generator) -> list[int]:
+    """Walk each sample's draw program in order on one stream of ``rng.random()`` draws; terminal per sample.
+
+    A node ``(threshold, if_less, otherwise)`` consumes one draw. Every entry starts at a node, so each
+    sample still to come needs at least one draw: refilling with at most that many never draws more than
+    the one-sample-at-a-time loop would, and the generator ends in the same state.
+    """
+    thresholds = [node[0] for node in nodes]
+    branches = [(node[1], node[2]) for node in nodes]  # indexed by "draw >= threshold"
+    terminals = list(entries)
+    draws: list[float] = []
+    position = available = 0
+    for sample, node in enumerate(entries):
+        while node >= 0:
+            if position == available:  # this sample and each later one need at least one more draw
+                draws = rng.random(min(DRAW_BLOCK, len(entries) - sample)).tolist()
+                position, available = 0, len(draws)
+            node = branches[node][draws[position] >= thresholds[node]]
+            position += 1
+        terminals[sample] = node
+    return terminals
 
 
 def _parse_probability(value: Any, where: str) -> tuple[float, float]:
@@ -137,6 +185,41 @@ def _parse_probability(value: Any, where: str) -> tuple[float, float]:
             raise ValueError(f"bucket_config{where}: probability pair must be (keep, take), got {value!r}")
         return float(value[0]), float(value[1])
     return float(value), 1.0
+
+
+def _add_node(nodes: list[tuple[float, int, int]], probability: float, if_less: int, otherwise: int) -> int:
+    """A draw ``u < probability`` choosing ``if_less`` or ``otherwise``; no draw when the probability is >= 1."""
+    if probability >= 1:
+        return if_less
+    nodes.append((probability, if_less, otherwise))
+    return len(nodes) - 1
+
+
+def _unique_patterns(columns: list[np.ndarray], size: int) -> tuple[list[tuple[bool, ...]], np.ndarray]:
+    """Distinct rows of the bool matrix given by ``columns`` and, per row, the index of its pattern."""
+    words = []
+    for begin in range(0, len(columns), 62):  # 62 bits per int64 word
+        word = np.zeros(size, np.int64)
+        for bit, column in enumerate(columns[begin:begin + 62]):
+            word |= column.astype(np.int64) << bit
+        words.append(word)
+    if len(columns) <= PATTERN_TABLE_BITS:  # few options: a lookup table instead of sorting the samples
+        unique = np.flatnonzero(np.bincount(words[0], minlength=1))
+        table = np.zeros(1 << len(columns), np.int32)
+        table[unique] = np.arange(len(unique))
+        inverse, unique = table[words[0]], unique[:, None]
+    elif len(words) == 1:
+        unique, inverse = np.unique(words[0], return_inverse=True)
+        unique = unique[:, None]
+    else:
+        stacked = np.stack(words, axis=1) if words else np.zeros((size, 1), np.int64)
+        unique, inverse = np.unique(stacked, axis=0, return_inverse=True)
+    patterns = [tuple(bool(row[o // 62] >> (o % 62) & 1) for o in range(len(columns))) for row in unique]
+    return patterns, inverse.reshape(-1)
+
+
+def _one_sample(total_frames: int, height: int, width: int, interval: int) -> tuple[np.ndarray, ...]:
+    return tuple(np.array([value], np.int64) for value in (total_frames, height, width, interval))
 
 
 class Bucket:
@@ -155,6 +238,19 @@ class Bucket:
             self.pixels[resolution] = num_pixels(resolution)
             self.frame_options[resolution] = self._parse_frames(resolution, frames_cfg)
         self.resolutions = sorted(bucket_config, key=lambda name: self.pixels[name], reverse=True)
+        # Options in assignment order: (resolution, num_frames, keep, take, batch_size).
+        self.options = [(resolution, *option) for resolution in self.resolutions
+                        for option in self.frame_options[resolution]]
+        self._options_of = {resolution: [o for o, option in enumerate(self.options) if option[0] == resolution]
+                            for resolution in self.resolutions}
+        # Every bucket, coded by position; an option's buckets are its resolution's ratios in table order.
+        self.keys = [BucketKey(resolution, num_frames, ratio) for resolution, num_frames, *_ in self.options
+                     for ratio in self.ratio_sizes[resolution]]
+        self._key_base = np.cumsum([0] + [len(self.ratio_sizes[option[0]]) for option in self.options[:-1]])
+        self._option_resolution = np.array([self.resolutions.index(option[0]) for option in self.options])
+        # Each ratio name parsed once: height / width per resolution, in table order.
+        self._ratio_values = {resolution: np.array([ratio_value(name) for name in self.ratio_sizes[resolution]])
+                              for resolution in self.resolutions}
 
     @staticmethod
     def _parse_frames(resolution: str, frames_cfg: Any) -> list[tuple[int, float, float, int]]:
@@ -175,44 +271,74 @@ class Bucket:
 
     def fits_any(self, total_frames: int, height: int, width: int, interval: int = 1) -> bool:
         """Whether some bucket could take the sample when every probability is 1."""
-        for resolution in self.resolutions:
-            if height * width < MIN_PIXEL_FRACTION * self.pixels[resolution]:
-                continue
-            for num_frames, *_ in self.frame_options[resolution]:
-                if self._enough_frames(total_frames, num_frames, interval):
-                    return True
-        return False
+        return bool(self.fits_many(*_one_sample(total_frames, height, width, interval))[0])
 
-    @staticmethod
-    def _enough_frames(total_frames: int, num_frames: int, interval: int) -> bool:
-        if total_frames == 1 or num_frames == 1:
-            return total_frames == 1 and num_frames == 1
-        return (num_frames - 1) * interval + 1 <= total_frames
+    def fits_many(self, total_frames: np.ndarray, height: np.ndarray, width: np.ndarray,
+                  interval: np.ndarray) -> np.ndarray:
+        """Bool array of :meth:`fits_any` for arrays of samples."""
+        fits = np.zeros(len(total_frames), bool)
+        for enough in self._enough_per_option(total_frames, height, width, interval):
+            fits |= enough
+        return fits
 
     def assign(self, total_frames: int, height: int, width: int, interval: int,
                rng: np.random.Generator) -> BucketKey | None:
         """The bucket of a sample of ``total_frames`` frames of ``height x width``, or None (see module doc)."""
-        for resolution in self.resolutions:
-            if height * width < MIN_PIXEL_FRACTION * self.pixels[resolution]:
-                continue
-            chosen = self._choose_frames(resolution, total_frames, interval, rng)
-            if chosen is None:
-                continue
-            num_frames, keep = chosen
-            if keep >= 1 or rng.random() < keep:
-                ratio = closest_ratio(height, width, self.ratio_sizes[resolution])
-                return BucketKey(resolution, num_frames, ratio)
-        return None
+        code = int(self.assign_many(*_one_sample(total_frames, height, width, interval), rng)[0])
+        return None if code == NO_BUCKET else self.keys[code]
 
-    def _choose_frames(self, resolution: str, total_frames: int, interval: int,
-                       rng: np.random.Generator) -> tuple[int, float] | None:
-        for num_frames, keep, take, _ in self.frame_options[resolution]:
-            if not self._enough_frames(total_frames, num_frames, interval):
-                continue
-            if take < 1 and rng.random() >= take:
-                continue  # skip to the next smaller frame count
-            return num_frames, keep
-        return None
+    def assign_many(self, total_frames: np.ndarray, height: np.ndarray, width: np.ndarray, interval: np.ndarray,
+                    rng: np.random.Generator) -> np.ndarray:
+        """Bucket codes (indices into :attr:`keys`, :data:`NO_BUCKET` for none) of samples, in order.
+
+        Exactly :meth:`assign` called on each sample in turn with the same ``rng``: the same draws in the same
+        order. Samples are grouped by which options they have enough frames and pixels for; each group's
+        decisions compile to a small program of draws; samples whose program draws nothing are decided
+        without a loop, the others walk their program on one stream of draws.
+        """
+        patterns, inverse = _unique_patterns(self._enough_per_option(total_frames, height, width, interval),
+                                             len(total_frames))
+        nodes: list[tuple[float, int, int]] = []
+        entries = np.array([self._compile(pattern, nodes) for pattern in patterns], np.int32)[inverse]
+        drawing = np.flatnonzero(entries >= 0)
+        entries[drawing] = _run_programs(entries[drawing].tolist(), nodes, rng)
+        option = -entries - _TERMINAL_OFFSET  # -1 for NO_BUCKET
+        codes = np.full(len(total_frames), NO_BUCKET, np.int64)
+        assigned = np.flatnonzero(option >= 0)
+        resolution_of = self._option_resolution[option[assigned]]
+        for position, resolution in enumerate(self.resolutions):
+            members = assigned[resolution_of == position]
+            if len(members):
+                ratio = _closest(height[members] / width[members], self._ratio_values[resolution])
+                codes[members] = self._key_base[option[members]] + ratio
+        return codes
+
+    def _enough_per_option(self, total_frames: np.ndarray, height: np.ndarray, width: np.ndarray,
+                           interval: np.ndarray) -> list[np.ndarray]:
+        """Per option (assignment order): which samples have enough pixels and frames for it."""
+        pixels = np.asarray(height, np.int64) * np.asarray(width, np.int64)
+        enough = []
+        for resolution, num_frames, *_ in self.options:
+            qualifies = pixels >= MIN_PIXEL_FRACTION * self.pixels[resolution]
+            enough.append(qualifies & _enough_frames(np.asarray(total_frames), num_frames, np.asarray(interval)))
+        return enough
+
+    def _compile(self, pattern: tuple[bool, ...], nodes: list[tuple[float, int, int]]) -> int:
+        """Draw program of samples with ``pattern`` (enough per option): its entry node, or its terminal.
+
+        Built from the smallest resolution up, so each step knows where a skip or a drop continues.
+        """
+        next_resolution = NO_BUCKET
+        for resolution in reversed(self.resolutions):
+            continuation = next_resolution  # no frame count taken: try the next smaller resolution
+            for option in reversed(self._options_of[resolution]):
+                if not pattern[option]:
+                    continue
+                _, _, keep, take, _ = self.options[option]
+                chosen = _add_node(nodes, keep, -(option + _TERMINAL_OFFSET), next_resolution)
+                continuation = _add_node(nodes, take, chosen, continuation)
+            next_resolution = continuation
+        return next_resolution
 
     def size(self, key: BucketKey) -> tuple[int, int, int]:
         """``(num_frames, height, width)`` of a bucket."""

@@ -2,15 +2,20 @@
 
 ``data_path`` decides the source:
 
-* ``*.csv``: column ``path`` (required; relative paths resolve against the CSV's folder) and optional
-  ``num_frames, height, width, fps`` (a row with all four is not probed); other columns are ignored.
+* ``*.csv`` (UTF-8, BOM allowed): column ``path`` (required; relative paths resolve against the CSV's folder)
+  and optional ``num_frames, height, width, fps`` (a row with all four valid is not probed; invalid values
+  such as ``-5``, ``0``, ``nan``, ``inf`` are probed, with one warning per CSV); other columns are ignored.
 * a folder: every video (:data:`VIDEO_EXTS`) and image (:data:`IMAGE_EXTS`) below it, recursively
   (the Open-Sora-Plan layout ``sub_dataset/sub_sub_dataset/video.mp4``), in sorted order.
 * one video or image file.
 
-Files without metadata are probed once at construction (container metadata, threads) and the result is
-cached in the dataset. Unreadable files are left out with one warning each; when more than half of the
-files are unreadable, construction fails with an error naming a few of them.
+Paths and metadata are held as columns (:mod:`opensora_ae.data.manifest`: one bytes blob, numpy arrays), so
+a million-row manifest costs tens of MiB and DataLoader workers share it copy-on-write. Files without
+metadata are probed once at construction by a process pool (:mod:`opensora_ae.data.probing`); a CSV's probe
+results are cached next to it for the next run. Unreadable files are left out (the first
+:data:`UNREADABLE_WARNINGS` with one warning each, then one summary line); when more than half of the files are
+unreadable, construction fails with an error naming a few of them. Folder listings follow symlinks but list
+each real file once and always terminate.
 
 An item is a dict::
 
@@ -28,10 +33,9 @@ the failure and the loader reports it in the main process).
 
 from __future__ import annotations
 
-import csv
+import itertools
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
@@ -39,16 +43,17 @@ import torch
 from torch.utils.data import Dataset
 
 from opensora_ae.data.clips import check_transform_name, load_clip
+from opensora_ae.data.manifest import InfoColumns, PathTable, read_csv_manifest
+from opensora_ae.data.probing import csv_key, load_probe_cache, probe_files, save_probe_cache
 from opensora_ae.data.transforms import clip_start, frame_interval, frames_needed
-from opensora_ae.data.video_io import (IMAGE_EXTS, VIDEO_EXTS, VideoInfo, VideoReadError, is_image, is_video,
-                                       probe)
+from opensora_ae.data.video_io import IMAGE_EXTS, VIDEO_EXTS, VideoReadError, is_image, is_video
 from opensora_ae.registry import DATASETS
 
 logger = logging.getLogger(__name__)
 
-META_COLUMNS = ("num_frames", "height", "width", "fps")
 MAX_REPLACEMENTS = 16  # read attempts for one item before giving up on it
-PROBE_THREADS = 8
+REPLACEMENT_DRAWS = 64  # random candidates checked for one replacement
+UNREADABLE_WARNINGS = 20  # unreadable files warned about one by one; the rest in one summary line
 
 
 class SampleRequest(NamedTuple):
@@ -64,75 +69,74 @@ class SampleRequest(NamedTuple):
     seed: int | None = None
 
 
-def _parse_meta(row: dict[str, str]) -> VideoInfo | None:
-    """Metadata from a CSV row when all four columns hold numbers; None otherwise (probe the file)."""
-    try:
-        values = [row.get(column) for column in META_COLUMNS]
-        if any(value in (None, "") for value in values):
-            return None
-        num_frames, height, width = (int(float(value)) for value in values[:3])
-        return VideoInfo(num_frames, float(values[3]), height, width)
-    except ValueError:
-        return None
-
-
-def read_csv_samples(csv_path: str) -> tuple[list[str], list[VideoInfo | None]]:
-    """Paths (absolute) and optional metadata of a CSV dataset; one-line error without a ``path`` column."""
-    root = os.path.dirname(os.path.abspath(csv_path))
-    with open(csv_path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        if "path" not in columns:
-            raise ValueError(f"CSV {csv_path} has no 'path' column (columns: {', '.join(columns) or 'none'}); "
-                             f"add a header row with 'path' naming the video files")
-        paths, metas = [], []
-        for row in reader:
-            if not row["path"]:
-                continue
-            paths.append(os.path.normpath(os.path.join(root, row["path"])))
-            metas.append(_parse_meta(row))
-    if not paths:
-        raise ValueError(f"CSV {csv_path} lists no files")
-    return paths, metas
-
-
 def list_media_files(folder: str) -> list[str]:
-    """Every video and image below ``folder`` (recursive, hidden entries skipped), sorted."""
-    found = []
+    """Every video and image below ``folder`` (recursive, hidden entries skipped), sorted.
+
+    Symlinks are followed, but each real directory is entered once and each real file listed once (the
+    first path to it in sorted order), so symlink loops and links to siblings neither repeat nor hang.
+    """
+    found: list[str] = []
+    seen_dirs: set[tuple[int, int]] = set()
+    seen_files: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(name for name in dirnames if not name.startswith("."))
-        found.extend(os.path.join(dirpath, name) for name in sorted(filenames)
-                     if not name.startswith(".") and (is_video(name) or is_image(name)))
+        if _identity(dirpath) in seen_dirs:  # reached again through another link
+            dirnames[:] = []
+            continue
+        seen_dirs.add(_identity(dirpath))
+        dirnames[:] = [name for name in sorted(dirnames)
+                       if not name.startswith(".") and _identity(os.path.join(dirpath, name)) not in seen_dirs]
+        for name in sorted(filenames):
+            if name.startswith(".") or not (is_video(name) or is_image(name)):
+                continue
+            path = os.path.join(dirpath, name)
+            identity = _identity(path)
+            if identity is None or identity not in seen_files:
+                found.append(path)  # a broken link is listed: probing reports it as unreadable
+                seen_files.add(identity)
     if not found:
         raise ValueError(f"folder {folder} holds no videos or images (extensions: "
                          f"{' '.join(VIDEO_EXTS + IMAGE_EXTS)})")
     return found
 
 
-def list_samples(data_path: str) -> tuple[list[str], list[VideoInfo | None]]:
+def _identity(path: str) -> tuple[int, int] | None:
+    """``(device, inode)`` of what ``path`` points to, None for a broken link."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+class Sources(NamedTuple):
+    """What :func:`list_samples` found: paths, known metadata, rows to probe, and the CSV (for its cache)."""
+
+    paths: PathTable
+    infos: InfoColumns
+    to_probe: np.ndarray
+    csv_path: str | None
+
+
+def list_samples(data_path: str) -> Sources:
     """Paths and known metadata for a CSV, a folder or a single file."""
     if not data_path:
         raise ValueError("dataset.data_path is not set: give a CSV, a folder of videos or a video file "
                          "(--dataset.data_path PATH)")
     data_path = os.path.expanduser(str(data_path))
     if os.path.isdir(data_path):
-        paths = list_media_files(data_path)
-        return paths, [None] * len(paths)
+        return _unprobed(list_media_files(data_path))
     if not os.path.exists(data_path):
         raise FileNotFoundError(f"dataset.data_path {data_path} does not exist")
     if data_path.lower().endswith(".csv"):
-        return read_csv_samples(data_path)
+        return Sources(*read_csv_manifest(data_path), csv_path=data_path)
     if is_video(data_path) or is_image(data_path):
-        return [os.path.abspath(data_path)], [None]
+        return _unprobed([os.path.abspath(data_path)])
     raise ValueError(f"dataset.data_path {data_path} is not a .csv, a folder, or a video/image file "
                      f"({' '.join(VIDEO_EXTS + IMAGE_EXTS)})")
 
 
-def _probe_or_reason(path: str) -> VideoInfo | str:
-    try:
-        return probe(path)
-    except VideoReadError as err:
-        return str(err)
+def _unprobed(paths: list[str]) -> Sources:
+    return Sources(PathTable.from_strings(paths), InfoColumns.empty(len(paths)), np.arange(len(paths)), None)
 
 
 def _as_size(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -156,11 +160,13 @@ class VideoTextDataset(Dataset):
         transform_name: ``"resize_crop"`` (resize to cover while decoding, then crop) or
             ``"resize_crop_torch"`` (full-size RGB, then torch resize; see :mod:`opensora_ae.data.clips`).
         training: random clip start and random crop (True) or first frames and centre crop (False).
+        probe_workers: processes probing files without metadata (None: ``min(8, usable cores)``; 1: in this
+            process).
     """
 
     def __init__(self, data_path: str, num_frames: int = 17, image_size: int | Sequence[int] = (256, 256),
                  sample_rate: int = 1, fps_max: float | None = None, transform_name: str = "resize_crop",
-                 training: bool = True):
+                 training: bool = True, probe_workers: int | None = None):
         check_transform_name(transform_name)
         self.transform_name = transform_name
         if num_frames < 1 or sample_rate < 1:
@@ -171,25 +177,33 @@ class VideoTextDataset(Dataset):
         self.sample_rate = int(sample_rate)
         self.fps_max = fps_max
         self.training = training
-        paths, metas = list_samples(self.data_path)
-        self.paths = paths
-        self.infos, self.unreadable = self._fill_metadata(paths, metas)
+        sources = list_samples(self.data_path)
+        self.paths: PathTable = sources.paths
+        self.infos: InfoColumns = sources.infos
+        self.unreadable: dict[str, str] = self._probe(sources, probe_workers)
+        self._intervals: np.ndarray | None = None
         self._check_unreadable_share()
 
-    def _fill_metadata(self, paths: list[str], metas: list[VideoInfo | None]
-                       ) -> tuple[list[VideoInfo | None], dict[str, str]]:
-        missing = [i for i, meta in enumerate(metas) if meta is None]
-        infos = list(metas)
-        unreadable: dict[str, str] = {}
-        with ThreadPoolExecutor(max_workers=min(PROBE_THREADS, max(1, len(missing)))) as pool:
-            results = pool.map(_probe_or_reason, [paths[i] for i in missing])
-            for i, result in zip(missing, results):
-                if isinstance(result, VideoInfo):
-                    infos[i] = result
-                else:
-                    unreadable[paths[i]] = result
-                    logger.warning("skipping unreadable file: %s", result)
-        return infos, unreadable
+    def _probe(self, sources: Sources, workers: int | None) -> dict[str, str]:
+        """Fill the metadata of ``sources.to_probe`` (from the CSV's cache when it matches); path -> reason
+        of the unreadable files."""
+        rows = sources.to_probe
+        if not len(rows):
+            return {}
+        key = csv_key(sources.csv_path) if sources.csv_path else None
+        results = load_probe_cache(sources.csv_path, key, rows) if key else None
+        if results is None:
+            results = probe_files(self.paths.subset(rows), workers, description=f"probing {self.data_path}")
+            if key:
+                save_probe_cache(sources.csv_path, key, rows, results)
+        good = rows[results.ok]
+        self.infos.num_frames[good], self.infos.fps[good] = results.num_frames[results.ok], results.fps[results.ok]
+        self.infos.height[good], self.infos.width[good] = results.height[results.ok], results.width[results.ok]
+        self.infos.known[good] = True
+        unreadable = {self.paths[int(row)]: results.reasons[position]
+                      for position, row in enumerate(rows) if not results.ok[position]}
+        _warn_unreadable(unreadable)
+        return unreadable
 
     def _check_unreadable_share(self) -> None:
         if len(self.unreadable) * 2 > len(self.paths):
@@ -198,19 +212,41 @@ class VideoTextDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def keep_samples(self, indices: Sequence[int]) -> None:
+        """Keep only the samples at ``indices`` (in that order); unreadable files outside them are forgotten."""
+        rows = np.asarray(indices, dtype=np.int64)
+        kept = self.paths.subset(rows)
+        self.paths = PathTable.from_strings(kept)
+        self.infos = self.infos.subset(rows)
+        self._intervals = None
+        kept_set = set(kept)
+        self.unreadable = {path: reason for path, reason in self.unreadable.items() if path in kept_set}
+
+    def intervals(self) -> np.ndarray:
+        """Frame interval of every sample (int64 array; see :meth:`interval`)."""
+        if self._intervals is None:
+            fps_values, inverse = np.unique(self.infos.fps, return_inverse=True)
+            per_fps = [frame_interval(float(fps), self.sample_rate, self.fps_max) for fps in fps_values]
+            self._intervals = np.asarray(per_fps, dtype=np.int64)[inverse].reshape(-1)
+        return self._intervals
+
     def interval(self, index: int) -> int:
         """Frame interval for sample ``index`` (``sample_rate``, or derived from its fps and ``fps_max``)."""
-        info = self.infos[index]
-        return frame_interval(info.fps if info else 0.0, self.sample_rate, self.fps_max)
+        return int(self.intervals()[index])
+
+    def provides(self, indices: np.ndarray, num_frames: int) -> np.ndarray:
+        """Bool array: which of ``indices`` are readable (as far as known) and long enough for ``num_frames``.
+
+        An image (1 frame) provides only ``num_frames == 1``.
+        """
+        total = self.infos.num_frames[indices]
+        if num_frames == 1:
+            return self.infos.known[indices] & (total >= 1)
+        return self.infos.known[indices] & (frames_needed(num_frames, self.intervals()[indices]) <= total)
 
     def can_provide(self, index: int, num_frames: int) -> bool:
         """Whether sample ``index`` is readable (as far as known) and long enough for ``num_frames``."""
-        info = self.infos[index]
-        if info is None:
-            return False
-        if info.num_frames == 1:
-            return num_frames == 1
-        return frames_needed(num_frames, self.interval(index)) <= info.num_frames
+        return bool(self.provides(np.array([index]), num_frames)[0])
 
     def __getitem__(self, request: int | SampleRequest) -> dict[str, Any] | None:
         if not isinstance(request, SampleRequest):
@@ -241,11 +277,10 @@ class VideoTextDataset(Dataset):
         return load_clip(path, num_frames, interval, start, size, rng, self.transform_name)
 
     def _replacement(self, request: SampleRequest, rng: np.random.Generator) -> int | None:
-        candidates = rng.permutation(len(self))[:64]
-        for index in candidates:
-            if self.can_provide(int(index), request.num_frames):
-                return int(index)
-        return None
+        """A random sample that can provide the request: the first fit of 64 random draws (O(1) in the size)."""
+        candidates = rng.integers(0, len(self), size=REPLACEMENT_DRAWS)
+        fits = np.flatnonzero(self.provides(candidates, request.num_frames))
+        return int(candidates[fits[0]]) if len(fits) else None
 
     def _load(self, index: int, request: SampleRequest, rng: np.random.Generator) -> dict[str, Any]:
         path, info = self.paths[index], self.infos[index]
@@ -262,6 +297,14 @@ class VideoTextDataset(Dataset):
                            rng if self.training else None)
         return {"video": video, "path": path, "num_frames": info.num_frames, "height": info.height,
                 "width": info.width, "fps": info.fps}
+
+
+def _warn_unreadable(unreadable: dict[str, str]) -> None:
+    for reason in itertools.islice(unreadable.values(), UNREADABLE_WARNINGS):
+        logger.warning("skipping unreadable file: %s", reason)
+    if len(unreadable) > UNREADABLE_WARNINGS:
+        logger.warning("skipping %d more unreadable files (dataset.unreadable lists all %d with reasons)",
+                       len(unreadable) - UNREADABLE_WARNINGS, len(unreadable))
 
 
 def unreadable_error(paths: list[str], total: int, data_path: str) -> VideoReadError:

@@ -39,11 +39,14 @@ from opensora_ae.registry import DATASETS, build
 
 logger = logging.getLogger(__name__)
 
+FAILURE_WARNINGS = 20  # read failures warned about one by one; later ones only counted
+
 
 class VideoDataLoader(DataLoader):
     """DataLoader that reports skipped files in the main process, whatever ``num_workers`` is.
 
-    Each file that fails while reading is warned about once (the first time it is seen), files left out
+    Each file that fails while reading is warned about once (the first time it is seen; after
+    :data:`FAILURE_WARNINGS` files only counted, in one line per epoch), files left out
     before the epoch (unreadable, too short) are counted every epoch, and the per-epoch total is logged at the
     end of each full pass and kept in ``last_epoch_skipped``. When more than half of the dataset's files have
     proved unreadable, iteration stops with an error naming a few of them.
@@ -51,7 +54,8 @@ class VideoDataLoader(DataLoader):
 
     def __init__(self, dataset: VideoTextDataset, batch_sampler: BucketBatchSampler, **kwargs: Any):
         super().__init__(dataset, batch_sampler=batch_sampler, collate_fn=collate_samples, **kwargs)
-        self.failed_files: dict[str, str] = {}  # path -> reason, failures seen while reading (all epochs)
+        self._failures = FailureLog(dataset)
+        self.failed_files = self._failures.files  # path -> reason, failures seen while reading (all epochs)
         self.last_epoch_skipped = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -75,13 +79,42 @@ class VideoDataLoader(DataLoader):
                    epoch, self.last_epoch_skipped, len(self.dataset), len(excluded), len(failed_this_epoch))
 
     def _record_failure(self, path: str, reason: str) -> None:
-        if path in self.failed_files:
-            return
-        self.failed_files[path] = reason
-        logger.warning("skipping unreadable file: %s", reason)
-        unreadable = set(self.dataset.unreadable) | set(self.failed_files)
-        if len(unreadable) * 2 > len(self.dataset):
-            raise unreadable_error(sorted(unreadable), len(self.dataset), self.dataset.data_path)
+        if self._failures.record(path, reason):
+            self._warn_failure(len(self.failed_files), reason)
+
+    @staticmethod
+    def _warn_failure(count: int, reason: str) -> None:
+        if count <= FAILURE_WARNINGS:
+            logger.warning("skipping unreadable file: %s", reason)
+        elif count == FAILURE_WARNINGS + 1:
+            logger.warning("more files fail to read; they are counted in the end-of-epoch line and listed in "
+                           "loader.failed_files")
+
+
+class FailureLog:
+    """Files that failed while reading (path -> reason), counted in O(1) per failure.
+
+    ``record`` raises the "more than half unreadable" error once probing's unreadable files and these
+    together pass half of the dataset.
+    """
+
+    def __init__(self, dataset: VideoTextDataset):
+        self.files: dict[str, str] = {}
+        self.dataset = dataset
+        self.limit = len(dataset) / 2
+        self.unreadable = len(dataset.unreadable)  # probing's, plus each new failure not among them
+
+    def record(self, path: str, reason: str) -> bool:
+        """Remember a failure; True when the file had not failed before."""
+        if path in self.files:
+            return False
+        self.files[path] = reason
+        if path not in self.dataset.unreadable:
+            self.unreadable += 1
+            if self.unreadable > self.limit:
+                everything = sorted(set(self.dataset.unreadable) | set(self.files))
+                raise unreadable_error(everything, len(self.dataset), self.dataset.data_path)
+        return True
 
 
 def build_dataloader(dataset_cfg: dict, *, batch_size: int = 1, bucket_config: dict | None = None,

@@ -73,12 +73,9 @@ def drop_paths_below(dataset: VideoTextDataset, folders: Iterable[str | os.PathL
             if not any(_is_below(os.path.realpath(path), folder) for folder in resolved)]
     if len(keep) == len(dataset.paths):
         return
-    dropped = set(dataset.paths) - {dataset.paths[i] for i in keep}
-    logger.info("not reading %d files inside the output folder(s) %s as inputs", len(dropped),
-                                     ", ".join(resolved))
-    dataset.paths = [dataset.paths[i] for i in keep]
-    dataset.infos = [dataset.infos[i] for i in keep]
-    dataset.unreadable = {path: reason for path, reason in dataset.unreadable.items() if path not in dropped}
+    logger.info("not reading %d files inside the output folder(s) %s as inputs", len(dataset.paths) - len(keep),
+                ", ".join(resolved))
+    dataset.keep_samples(keep)
     if not dataset.paths:
         raise ValueError(f"dataset.data_path {dataset.data_path}: every file in it lies inside the output folder(s) "
                          f"{', '.join(resolved)}; nothing to read")
