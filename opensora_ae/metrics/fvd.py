@@ -122,10 +122,18 @@ def frechet_distance(features_a: torch.Tensor | np.ndarray, features_b: torch.Te
         return float(mean_term)
     cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
     values, vectors = torch.linalg.eigh(cov_a)
-    sqrt_a = (vectors * values.clamp(min=0).sqrt()) @ vectors.T
+    sqrt_a = (vectors * _drop_rounding_noise(values).sqrt()) @ vectors.T
     product = sqrt_a @ cov_b @ sqrt_a
-    trace_sqrt = torch.linalg.eigvalsh((product + product.T) / 2).clamp(min=0).sqrt().sum()
+    trace_sqrt = _drop_rounding_noise(torch.linalg.eigvalsh((product + product.T) / 2)).sqrt().sum()
     return float(mean_term + torch.trace(cov_a) + torch.trace(cov_b) - 2 * trace_sqrt)
+
+
+def _drop_rounding_noise(eigenvalues: torch.Tensor) -> torch.Tensor:
+    """Eigenvalues of a PSD matrix with the rounding noise of its null space (below 1e-12 of the largest, or
+    negative) set to 0: with fewer clips than features most eigenvalues are 0, and the square root would
+    otherwise turn their ~1e-18 noise into a visible bias."""
+    floor = eigenvalues.abs().max() * 1e-12
+    return torch.where(eigenvalues > floor, eigenvalues, torch.zeros_like(eigenvalues))
 
 
 class FVDSet:
