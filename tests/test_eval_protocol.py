@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import runpy
-import subprocess
-import sys
 import warnings
 
 import lpips as lpips_package
@@ -17,7 +15,7 @@ import torch
 import torchvision
 
 from opensora_ae.data.video_io import read_video, write_video
-from opensora_ae.inference.evaluate import EvalOptions, MetricSuite, MetricWeights, evaluate, prepare_frames
+from opensora_ae.inference.evaluate import EvalOptions, MetricWeights, evaluate, prepare_frames
 from opensora_ae.metrics import build_lpips, lpips_distance
 from opensora_ae.metrics.protocols import opensora_frame_indices
 
