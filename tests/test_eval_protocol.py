@@ -237,3 +237,11 @@ def test_open_sora_eval_command_runs_as_written(tmp_path, alexnet_file, monkeypa
     for name in ("ssim", "psnr", "lpips", "flolpips"):
         line = next(line for line in printed.splitlines() if line.startswith(name + " "))
         assert "error" not in line and line.split()[3] == "1", line  # one video scored
+
+
+def test_opensora_resize_to_the_same_size_is_skipped_exactly():
+    frames = texture(15, 2, 64, 64)
+    video = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
+    interpolated = torch.nn.functional.interpolate(video, size=(64, 64), mode="bilinear", align_corners=False)
+    ours = prepare_frames(frames, 64, 64, "clip.mp4", float_resize=True)
+    assert torch.equal(ours, interpolated) and torch.equal(ours, video)

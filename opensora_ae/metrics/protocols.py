@@ -75,7 +75,9 @@ def opensora_resize_crop(video: torch.Tensor, resolution: int | None, crop_size:
     video = video.float() / 255.0
     if resolution is not None:
         size = floor_short_side_size(video.shape[-2], video.shape[-1], resolution)
-        video = F.interpolate(video, size=size, mode="bilinear", align_corners=False)
+        # At the same size, bilinear interpolation with half-pixel centres is the identity: skip the pass.
+        if size != tuple(video.shape[-2:]):
+            video = F.interpolate(video, size=size, mode="bilinear", align_corners=False)
     if crop_size is not None:
         top, left = round_half_even_crop_offsets(video.shape[-2], video.shape[-1], crop_size)
         video = video[:, :, top : top + crop_size, left : left + crop_size]
