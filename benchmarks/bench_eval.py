@@ -14,7 +14,8 @@ each (``<name>_recn.mp4``), then scores PSNR + SSIM + LPIPS with Open-Sora 1.2's
 
 Both use the same AlexNet backbone (random weights saved to a temporary file: timings do not depend on the
 values, nothing is downloaded). Every per-video number must agree. Wall and process CPU time are printed for
-each side and each of their metrics; the last line is ``speedup: X``, their wall time / ours.
+each side and each metric, then where our time goes (decode, colour conversion, resize/crop, each metric);
+the last line is ``speedup: X``, their wall time / ours.
 
     python benchmarks/bench_eval.py [--clips 12 --frames 17 --size 256 --batch_size 17 --num_workers 2]
 
@@ -31,6 +32,7 @@ import tempfile
 import time
 import warnings
 
+import av
 import lpips as lpips_package
 import numpy as np
 import torch
@@ -39,8 +41,9 @@ import torchvision
 from scipy.ndimage import correlate1d
 
 from opensora_ae.data.video_io import read_clip, write_video
-from opensora_ae.inference.evaluate import EvalOptions, MetricWeights, evaluate, pairing_key
-from opensora_ae.metrics import build_lpips
+from opensora_ae.inference.evaluate import (EvalOptions, MetricWeights, evaluate, pair_videos, pairing_key,
+                                            prepare_frames)
+from opensora_ae.metrics import build_lpips, lpips_distance, psnr, ssim
 from opensora_ae.metrics.protocols import opensora_frame_indices, opensora_resize_crop
 from opensora_ae.metrics.ssim import gaussian_window
 
@@ -155,6 +158,35 @@ def compare(ours: dict[str, dict], baseline: dict[str, dict[str, float]]) -> Non
             assert difference <= allowed, f"{key} {name}: ours {ours[key][name]} vs baseline {expected[name]}"
 
 
+def profile_stages(pairs: list[tuple[str, str]], options: EvalOptions, backbone: str) -> dict[str, float]:
+    """Seconds each stage of our path spends on the given video pairs, one stage at a time on this thread:
+    decoding alone, decoding + colour conversion to RGB (``read_clip``), the protocol's resize/crop, and each
+    metric on the prepared frames."""
+    model = build_lpips(backbone).to(options.device)
+    totals = dict.fromkeys(("decode", "decode+rgb", "resize/crop", "psnr", "ssim", "lpips"), 0.0)
+    for path_pair in pairs:
+        prepared = []
+        for path in path_pair:
+            start = time.perf_counter()
+            with av.open(path) as container:
+                for _ in container.decode(video=0):
+                    pass
+            totals["decode"] += time.perf_counter() - start
+            start = time.perf_counter()
+            frames = read_clip(path, options.num_frames)
+            totals["decode+rgb"] += time.perf_counter() - start
+            start = time.perf_counter()
+            prepared.append(prepare_frames(frames, options.resolution, options.crop_size, path, float_resize=True))
+            totals["resize/crop"] += time.perf_counter() - start
+        with torch.inference_mode():
+            for name, metric in (("psnr", psnr), ("ssim", ssim),
+                                 ("lpips", lambda real, fake: lpips_distance(model, real, fake, spatial=True))):
+                start = time.perf_counter()
+                metric(*(video.to(options.device) for video in prepared))
+                totals[name] += time.perf_counter() - start
+    return totals
+
+
 def timed_evaluate(real_dir: str, generated_dir: str, metrics: list[str], options: EvalOptions,
                    weights: MetricWeights) -> tuple[dict, float, float]:
     """``evaluate`` with its wall and process CPU seconds."""
@@ -209,6 +241,10 @@ def main() -> None:
         theirs_wall = sum(wall for wall, _ in theirs_per_metric.values())
         theirs_cpu = sum(cpu for _, cpu in theirs_per_metric.values())
 
+        stages = profile_stages([(pair.real, pair.generated) for pair in pair_videos(real_dir, generated_dir).pairs],
+                                options, backbone)
+        print("ours by stage (one thread of work, all clips): "
+              + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in stages.items()))
         compare(results["videos"], theirs)
         for name in METRICS:
             print(f"{name}: mean {results['metrics'][name]['mean']:.5f} (same per-video values in both runs)")
