@@ -4,7 +4,9 @@
 suffix (``_orig``, ``_recn``, ``_ori``, ``_rec``, ``_spatial``) from the file name, reads each video once (the
 next pairs are decoded by ``num_workers`` background threads while the current one is scored), and runs every
 requested metric on chunks of ``batch_size`` frames on the chosen device. Every metric is averaged over the
-frames (FloLPIPS: frame pairs) of a video, then over videos.
+frames (FloLPIPS: frame pairs) of a video, then over videos; FVD is one number for the whole set (or per group
+of videos, averaged). ``EvalOptions.protocol`` selects our preprocessing or Open-Sora's
+(:mod:`opensora_ae.metrics.protocols`).
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ class EvalOptions:
     pair in memory). ``protocol`` picks frame selection, resizing and the LPIPS definition
     (:mod:`opensora_ae.metrics.protocols`). ``sample_fps`` is recorded only: Open-Sora 1.2's and
     Open-Sora-Plan's eval scripts accept ``--sample_fps`` and never use it, so it changes no frame.
+    ``fvd_variant`` is the I3D of FVD; ``fvd_group_size`` None computes one FVD over all videos, ``n`` one per
+    group of ``n`` videos, averaged (Open-Sora-Plan's per-batch FVD).
     """
 
     num_frames: int | None = None
@@ -298,7 +302,7 @@ class MetricSuite:
         return {name: values for name, values in scores.items() if values is not None}
 
 
-def attempt(names: list[str], failures: dict[str, str], compute: Callable[[], object]):
+def attempt(names: list[str], failures: dict[str, str], compute: Callable[[], object]) -> object | None:
     """``compute()``, or None after recording its error for every metric in ``names`` (a frame size or shape
     that metric cannot take). Running out of device memory is not a property of one video: it propagates."""
     try:
