@@ -69,8 +69,9 @@ def reference_fvd(detector, real: list[np.ndarray], fake: list[np.ndarray], vari
     group_size = group_size or len(real)
     values = []
     for begin in range(0, len(real), group_size):
-        real_group = torch.stack([reference_preprocess(v, variant == "videogpt") for v in real[begin:begin + group_size]])
-        fake_group = torch.stack([reference_preprocess(v, variant == "videogpt") for v in fake[begin:begin + group_size]])
+        quantise = variant == "videogpt"
+        real_group = torch.stack([reference_preprocess(v, quantise) for v in real[begin : begin + group_size]])
+        fake_group = torch.stack([reference_preprocess(v, quantise) for v in fake[begin : begin + group_size]])
         for length in range(10, real_group.shape[2] + 1):
             with torch.no_grad():
                 if variant == "styleganv":
