@@ -166,6 +166,16 @@ def test_opensora_protocol_end_to_end_matches_their_pipeline(tmp_path, alexnet_f
     assert results["videos"]["a"]["lpips"] == pytest.approx(expected, rel=1e-4)
     assert "spatial=True" in results["definitions"]["lpips"]
     assert results["options"]["protocol"] == "opensora" and results["options"]["sample_fps"] == 24
+    # The other definition on the same frames, chosen explicitly, is named and gives the package default.
+    mean_options = EvalOptions(**{**results["options"], "lpips_spatial": False})
+    averaged = evaluate(str(real_dir), str(fake_dir), ["lpips"], mean_options,
+                        MetricWeights(lpips_backbone=alexnet_file))
+    assert "spatial=False" in averaged["definitions"]["lpips"]
+    with torch.no_grad():
+        mean_reference = reference_lpips(alexnet_file, spatial=False)
+        expected_mean = np.mean([mean_reference(to_input(real_frames[[t]]), to_input(fake_frames[[t]])).item()
+                                 for t in range(3)])
+    assert averaged["videos"]["a"]["lpips"] == pytest.approx(expected_mean, rel=1e-4)
 
 
 def test_pair_too_small_for_one_metric_is_skipped_for_that_metric_only(tmp_path):

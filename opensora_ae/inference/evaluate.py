@@ -15,7 +15,7 @@ import json
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Iterator
 
 import numpy as np
@@ -64,7 +64,8 @@ class EvalOptions:
     (:mod:`opensora_ae.metrics.protocols`). ``sample_fps`` is recorded only: Open-Sora 1.2's and
     Open-Sora-Plan's eval scripts accept ``--sample_fps`` and never use it, so it changes no frame.
     ``fvd_variant`` is the I3D of FVD; ``fvd_group_size`` None computes one FVD over all videos, ``n`` one per
-    group of ``n`` videos, averaged (Open-Sora-Plan's per-batch FVD).
+    group of ``n`` videos, averaged (Open-Sora-Plan's per-batch FVD). ``lpips_spatial`` picks the LPIPS
+    definition (True: ``spatial=True``, False: the package default); None takes the protocol's.
     """
 
     num_frames: int | None = None
@@ -78,6 +79,7 @@ class EvalOptions:
     sample_fps: float | None = None
     fvd_variant: str = "styleganv"
     fvd_group_size: int | None = None
+    lpips_spatial: bool | None = None
 
 
 @dataclass
@@ -386,6 +388,8 @@ def evaluate(
         raise ValueError(f"batch_size, sample_rate and num_workers must be >= 1, got {options.batch_size}, "
                          f"{options.sample_rate}, {options.num_workers}")
     protocol = get_protocol(options.protocol)
+    if options.lpips_spatial is not None:
+        protocol = replace(protocol, lpips_spatial=options.lpips_spatial)
     suite = MetricSuite(metrics, options.device, weights, protocol.lpips_spatial, options.fvd_variant,
                         options.fvd_group_size)
     pairing = pair_videos(real_dir, generated_dir)

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--protocol", choices=PROTOCOLS, default="ours",
                         help="opensora: Open-Sora 1.2 / Open-Sora-Plan frame picking, float resize (no antialias, "
                              "floored long side, half-to-even crop) and LPIPS spatial=True (docs/eval.md)")
+    parser.add_argument("--lpips_definition", choices=("mean", "spatial"),
+                        help="mean: lpips package default (spatial=False); spatial: spatial=True, Open-Sora's "
+                             "(default: the protocol's choice)")
     parser.add_argument("--sample_fps", type=float,
                         help="accepted for Open-Sora 1.2 / Open-Sora-Plan commands; their scripts never use it, "
                              "so it changes no frame (use --sample_rate)")
@@ -75,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     options = EvalOptions(num_frames=args.num_frames, sample_rate=args.sample_rate, resolution=args.resolution,
                           crop_size=args.crop_size, batch_size=args.batch_size, device=args.device,
                           num_workers=args.num_workers, protocol=args.protocol, sample_fps=args.sample_fps,
-                          fvd_variant=args.fvd_method, fvd_group_size=group_size)
+                          fvd_variant=args.fvd_method, fvd_group_size=group_size,
+                          lpips_spatial=None if args.lpips_definition is None else args.lpips_definition == "spatial")
     weights = MetricWeights(lpips_backbone=args.lpips_weights, pwcnet=args.pwcnet_weights, i3d=args.i3d_weights)
     try:
         results = evaluate(args.real_video_dir, args.generated_video_dir, args.metric, options, weights,
