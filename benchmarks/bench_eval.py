@@ -1,16 +1,23 @@
-"""Benchmark: batched evaluation vs the per-frame loop of Open-Sora's eval scripts.
+"""Benchmark: our evaluation vs a faithful re-implementation of Open-Sora 1.2's eval loop, same clips, same numbers.
 
-Writes 20 clips of 33 frames at 256x256 (``<name>_orig.mp4``) and a perturbed copy of each (``<name>_recn.mp4``),
-then scores PSNR + SSIM + LPIPS twice:
+Writes ``--clips`` clips of ``--frames`` frames at ``--size`` squared (``<name>_orig.mp4``) and a perturbed copy of
+each (``<name>_recn.mp4``), then scores PSNR + SSIM + LPIPS with Open-Sora 1.2's options (``--resolution`` and
+``--crop_size`` = ``--size``, ``--num_frames`` = ``--frames``, sample rate 1) twice:
 
-* ours: ``opensora_ae.inference.evaluate.evaluate`` (each video read once, metrics on frame batches);
-* baseline: for every metric, every pair of videos is read again; PSNR per frame in numpy, SSIM per frame and
-  channel with scikit-image, LPIPS one frame at a time with ``lpips.LPIPS``.
+* ours: ``opensora_ae.inference.evaluate.evaluate`` with ``--protocol opensora`` (each video decoded once for
+  all metrics in background threads, metrics batched);
+* theirs (``eval/vae/eval_common_metric.py`` + ``cal_psnr/cal_ssim/cal_lpips``, re-implemented): for every
+  metric, every video is read again and preprocessed (``x / 255``, ``ShortSideScale``, ``CenterCropVideo``);
+  PSNR per frame in numpy; SSIM per frame and per channel in float64 (11x11 Gaussian, sigma 1.5, valid
+  region: cv2's ``filter2D`` written as two separable numpy/scipy passes, no cv2 here); LPIPS one frame pair
+  at a time with ``lpips.LPIPS(spatial=True)`` and ``.mean()``.
 
 Both use the same AlexNet backbone (random weights saved to a temporary file: timings do not depend on the
-values, and nothing is downloaded). The per-video numbers must agree; the last line is ``speedup: X``, the time ratio baseline / ours.
+values, nothing is downloaded). Every per-video number must agree. Wall and process CPU time are printed for
+each side and each metric, then where our time goes (decode, colour conversion, resize/crop, each metric);
+the last line is ``speedup: X``, their wall time / ours.
 
-    python benchmarks/bench_eval.py [--clips 20 --frames 33 --size 256 --batch_size 33 --num_workers 8]
+    python benchmarks/bench_eval.py [--clips 12 --frames 17 --size 256 --batch_size 17 --num_workers 2]
 
 On CUDA the device is initialised before either side is timed, so its one-off start-up cost lands on neither.
 """
@@ -25,16 +32,20 @@ import tempfile
 import time
 import warnings
 
+import av
 import lpips as lpips_package
 import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
-from skimage.metrics import structural_similarity
+from scipy.ndimage import correlate1d
 
-from opensora_ae.data.video_io import read_video, write_video
-from opensora_ae.inference.evaluate import EvalOptions, MetricWeights, evaluate, pairing_key
-from opensora_ae.metrics import build_lpips
+from opensora_ae.data.video_io import read_clip, write_video
+from opensora_ae.inference.evaluate import (EvalOptions, MetricWeights, evaluate, pair_videos, pairing_key,
+                                            prepare_frames)
+from opensora_ae.metrics import build_lpips, lpips_distance, psnr, ssim
+from opensora_ae.metrics.protocols import opensora_frame_indices, opensora_resize_crop
+from opensora_ae.metrics.ssim import gaussian_window
 
 METRICS = ("psnr", "ssim", "lpips")
 # Absolute for PSNR (dB) and SSIM; LPIPS relative, since a random backbone gives small distances.
@@ -68,56 +79,71 @@ def write_clips(root: str, clips: int, frames: int, size: int) -> tuple[str, str
     return real_dir, generated_dir
 
 
-def baseline_psnr(real: np.ndarray, fake: np.ndarray) -> float:
+def their_load(path: str, frames: int, size: int) -> np.ndarray:
+    """Their ``VideoDataset._load_video`` + ``_preprocess``: linspace frames, ``x / 255``, resize, crop ->
+    ``T C H W`` float32 numpy (decord there, PyAV here: both decode the file from its start)."""
+    video = read_clip(path, frames)
+    video = video[opensora_frame_indices(len(video), frames, 1)]
+    return opensora_resize_crop(torch.from_numpy(video).permute(0, 3, 1, 2), size, size).numpy()
+
+
+def their_psnr(real: np.ndarray, fake: np.ndarray) -> float:
     values = []
     for frame_real, frame_fake in zip(real, fake):
-        mse = np.mean((frame_real - frame_fake) ** 2)
-        values.append(100.0 if mse < 1e-10 else 20 * np.log10(1.0 / np.sqrt(mse)))
+        mse = np.mean((frame_real / 1.0 - frame_fake / 1.0) ** 2)
+        values.append(100.0 if mse < 1e-10 else 20 * np.log10(1 / np.sqrt(mse)))
     return float(np.mean(values))
 
 
-def baseline_ssim(real: np.ndarray, fake: np.ndarray) -> float:
+def their_ssim_channel(x: np.ndarray, y: np.ndarray) -> float:
+    """cv2-style SSIM of one ``H W`` float64 channel: Gaussian filter, valid region ``[5:-5, 5:-5]``."""
+    taps = gaussian_window().numpy()
+
+    def blur(image: np.ndarray) -> np.ndarray:
+        return correlate1d(correlate1d(image, taps, axis=0), taps, axis=1)[5:-5, 5:-5]
+
+    c1, c2 = 0.01**2, 0.03**2
+    mu_x, mu_y = blur(x), blur(y)
+    sigma_x, sigma_y, sigma_xy = blur(x * x) - mu_x**2, blur(y * y) - mu_y**2, blur(x * y) - mu_x * mu_y
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * sigma_xy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sigma_x + sigma_y + c2))
+    return float(ssim_map.mean())
+
+
+def their_ssim(real: np.ndarray, fake: np.ndarray) -> float:
     values = []
-    for frame_real, frame_fake in zip(real, fake):
-        channels = [
-            structural_similarity(frame_real[..., c], frame_fake[..., c], gaussian_weights=True, sigma=1.5,
-                                  use_sample_covariance=False, data_range=1)
-            for c in range(frame_real.shape[-1])
-        ]
-        values.append(np.mean(channels))
+    for frame_real, frame_fake in zip(real.astype(np.float64), fake.astype(np.float64)):
+        values.append(np.mean([their_ssim_channel(frame_real[c], frame_fake[c]) for c in range(3)]))
     return float(np.mean(values))
 
 
-def baseline_lpips(model: lpips_package.LPIPS, real: np.ndarray, fake: np.ndarray, device: str) -> float:
+def their_lpips(model: lpips_package.LPIPS, real: np.ndarray, fake: np.ndarray, device: str) -> float:
     values = []
     with torch.no_grad():
         for frame_real, frame_fake in zip(real, fake):
-            image_real = torch.from_numpy(frame_real).permute(2, 0, 1)[None].float().to(device) * 2 - 1
-            image_fake = torch.from_numpy(frame_fake).permute(2, 0, 1)[None].float().to(device) * 2 - 1
-            values.append(model(image_real, image_fake).item())
+            image_real = torch.from_numpy(frame_real)[None].to(device) * 2 - 1
+            image_fake = torch.from_numpy(frame_fake)[None].to(device) * 2 - 1
+            values.append(model.forward(image_real, image_fake).mean().detach().cpu().tolist())
     return float(np.mean(values))
 
 
-def run_baseline(
-    real_dir: str, generated_dir: str, model: lpips_package.LPIPS, device: str
-) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    """Open-Sora style: pair by sorted position, re-read every video for every metric.
+def run_theirs(real_dir: str, generated_dir: str, model: lpips_package.LPIPS, device: str, frames: int,
+               size: int) -> tuple[dict[str, dict[str, float]], dict[str, tuple[float, float]]]:
+    """Their loop: pair by sorted position, per metric read and preprocess every video again.
 
-    Returns the per-video scores and the seconds spent on each metric (reading included).
+    Returns the per-video scores and, per metric, (wall seconds, process CPU seconds), reading included.
     """
     real_paths = sorted(os.path.join(real_dir, name) for name in os.listdir(real_dir))
     generated_paths = sorted(os.path.join(generated_dir, name) for name in os.listdir(generated_dir))
     scores: dict[str, dict[str, float]] = {pairing_key(os.path.basename(path)): {} for path in real_paths}
-    seconds: dict[str, float] = {}
-    metric_functions = {"psnr": baseline_psnr, "ssim": baseline_ssim,
-                        "lpips": lambda real, fake: baseline_lpips(model, real, fake, device)}
+    seconds: dict[str, tuple[float, float]] = {}
+    metric_functions = {"psnr": their_psnr, "ssim": their_ssim,
+                        "lpips": lambda real, fake: their_lpips(model, real, fake, device)}
     for name, function in metric_functions.items():
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         for real_path, generated_path in zip(real_paths, generated_paths):
-            real = read_video(real_path).astype(np.float64) / 255.0
-            fake = read_video(generated_path).astype(np.float64) / 255.0
+            real, fake = their_load(real_path, frames, size), their_load(generated_path, frames, size)
             scores[pairing_key(os.path.basename(real_path))][name] = function(real, fake)
-        seconds[name] = time.perf_counter() - start
+        seconds[name] = (time.perf_counter() - start, time.process_time() - start_cpu)
     return scores, seconds
 
 
@@ -132,12 +158,49 @@ def compare(ours: dict[str, dict], baseline: dict[str, dict[str, float]]) -> Non
             assert difference <= allowed, f"{key} {name}: ours {ours[key][name]} vs baseline {expected[name]}"
 
 
+def profile_stages(pairs: list[tuple[str, str]], options: EvalOptions, backbone: str) -> dict[str, float]:
+    """Seconds each stage of our path spends on the given video pairs, one stage at a time on this thread:
+    decoding alone, decoding + colour conversion to RGB (``read_clip``), the protocol's resize/crop, and each
+    metric on the prepared frames."""
+    model = build_lpips(backbone).to(options.device)
+    totals = dict.fromkeys(("decode", "decode+rgb", "resize/crop", "psnr", "ssim", "lpips"), 0.0)
+    for path_pair in pairs:
+        prepared = []
+        for path in path_pair:
+            start = time.perf_counter()
+            with av.open(path) as container:
+                for _ in container.decode(video=0):
+                    pass
+            totals["decode"] += time.perf_counter() - start
+            start = time.perf_counter()
+            frames = read_clip(path, options.num_frames)
+            totals["decode+rgb"] += time.perf_counter() - start
+            start = time.perf_counter()
+            prepared.append(prepare_frames(frames, options.resolution, options.crop_size, path, float_resize=True))
+            totals["resize/crop"] += time.perf_counter() - start
+        with torch.inference_mode():
+            for name, metric in (("psnr", psnr), ("ssim", ssim),
+                                 ("lpips", lambda real, fake: lpips_distance(model, real, fake, spatial=True))):
+                start = time.perf_counter()
+                metric(*(video.to(options.device) for video in prepared))
+                totals[name] += time.perf_counter() - start
+    return totals
+
+
+def timed_evaluate(real_dir: str, generated_dir: str, metrics: list[str], options: EvalOptions,
+                   weights: MetricWeights) -> tuple[dict, float, float]:
+    """``evaluate`` with its wall and process CPU seconds."""
+    start, start_cpu = time.perf_counter(), time.process_time()
+    results = evaluate(real_dir, generated_dir, metrics, options, weights)
+    return results, time.perf_counter() - start, time.process_time() - start_cpu
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clips", type=int, default=20)
-    parser.add_argument("--frames", type=int, default=33)
+    parser.add_argument("--clips", type=int, default=12)
+    parser.add_argument("--frames", type=int, default=17)
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--batch_size", type=int, default=33)
+    parser.add_argument("--batch_size", type=int, default=17, help="our frames per metric pass")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="where both sides run LPIPS (ours also PSNR/SSIM); default: the GPU when present")
     parser.add_argument("--num_workers", type=int, default=min(8, os.cpu_count() or 1),
@@ -155,38 +218,43 @@ def main() -> None:
         torch.save(torchvision.models.alexnet(weights=None).state_dict(), backbone)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # torchvision `pretrained=` deprecation inside lpips
-            reference = lpips_package.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False).eval()
+            reference = lpips_package.LPIPS(net="alex", version="0.1", spatial=True, pnet_rand=True,
+                                            verbose=False).eval()
         print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
-              f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}"
-              + (f" ({torch.cuda.get_device_name(args.device)})" if on_cuda else ""))
+              f"load average {os.getloadavg()[0]:.1f}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+              f"device {args.device}" + (f" ({torch.cuda.get_device_name(args.device)})" if on_cuda else ""))
         print(f"data: {args.clips} clips x {args.frames} frames at {args.size}x{args.size}; "
               f"metrics {', '.join(METRICS)}; ours: batch {args.batch_size}, {args.num_workers} decoding threads")
 
-        options = EvalOptions(batch_size=args.batch_size, device=args.device, num_workers=args.num_workers)
+        options = EvalOptions(num_frames=args.frames, resolution=args.size, crop_size=args.size,
+                              batch_size=args.batch_size, device=args.device, num_workers=args.num_workers,
+                              protocol="opensora")
         weights = MetricWeights(lpips_backbone=backbone)
-        start = time.perf_counter()
-        results = evaluate(real_dir, generated_dir, list(METRICS), options, weights)
-        ours_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        evaluate(real_dir, generated_dir, ["psnr", "ssim"], options, weights)
-        ours_pixel_seconds = time.perf_counter() - start
-        # The reference LPIPS gets exactly the weights our run used.
+        results, ours_wall, ours_cpu = timed_evaluate(real_dir, generated_dir, list(METRICS), options, weights)
+        per_metric_ours = {name: timed_evaluate(real_dir, generated_dir, [name], options, weights)[1:]
+                           for name in METRICS}
+        # Their LPIPS gets exactly the weights our run used.
         reference.load_state_dict(build_lpips(backbone).state_dict())
         reference.to(args.device)
+        theirs, theirs_per_metric = run_theirs(real_dir, generated_dir, reference, args.device, args.frames,
+                                               args.size)
+        theirs_wall = sum(wall for wall, _ in theirs_per_metric.values())
+        theirs_cpu = sum(cpu for _, cpu in theirs_per_metric.values())
 
-        baseline, baseline_per_metric = run_baseline(real_dir, generated_dir, reference, args.device)
-        baseline_seconds = sum(baseline_per_metric.values())
-
-        compare(results["videos"], baseline)
+        stages = profile_stages([(pair.real, pair.generated) for pair in pair_videos(real_dir, generated_dir).pairs],
+                                options, backbone)
+        print("ours by stage (one thread of work, all clips): "
+              + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in stages.items()))
+        compare(results["videos"], theirs)
         for name in METRICS:
             print(f"{name}: mean {results['metrics'][name]['mean']:.5f} (same per-video values in both runs)")
-        print("baseline per metric (reading included): "
-              + ", ".join(f"{name} {value:.2f} s" for name, value in baseline_per_metric.items()))
-        pixel_baseline = baseline_per_metric["psnr"] + baseline_per_metric["ssim"]
-        print(f"psnr+ssim only: ours {ours_pixel_seconds:.2f} s, baseline {pixel_baseline:.2f} s "
-              f"({pixel_baseline / ours_pixel_seconds:.1f}x)")
-        print(f"ours: {ours_seconds:.2f} s, baseline: {baseline_seconds:.2f} s")
-        print(f"speedup: {baseline_seconds / ours_seconds:.2f}")
+        for name in METRICS:
+            (their_wall, their_cpu), (our_wall, our_cpu) = theirs_per_metric[name], per_metric_ours[name]
+            print(f"{name} alone (reading included): theirs {their_wall:.2f} s wall / {their_cpu:.2f} s cpu, "
+                  f"ours {our_wall:.2f} s / {our_cpu:.2f} s ({their_wall / our_wall:.2f}x)")
+        print(f"all three: ours {ours_wall:.2f} s wall / {ours_cpu:.2f} s cpu, "
+              f"theirs {theirs_wall:.2f} s wall / {theirs_cpu:.2f} s cpu (cpu ratio {theirs_cpu / ours_cpu:.2f})")
+        print(f"speedup: {theirs_wall / ours_wall:.2f}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -133,8 +133,8 @@ def test_chunking_does_not_change_results(weight_files):
     frames = random_frames(5, num_frames=3, height=32, width=48)
     real = torch.from_numpy(frames).permute(0, 3, 1, 2)
     fake = torch.from_numpy(noisy_copy(frames, 6)).permute(0, 3, 1, 2)
-    whole = suite.score_video(real, fake, EvalOptions(batch_size=16))
-    chunked = suite.score_video(real, fake, EvalOptions(batch_size=2))
+    whole, _ = suite.score_video(real, fake, EvalOptions(batch_size=16))
+    chunked, _ = suite.score_video(real, fake, EvalOptions(batch_size=2))
     assert set(whole) == {"psnr", "ssim", "lpips", "flolpips"}
     for name in whole:
         assert chunked[name] == pytest.approx(whole[name], rel=1e-5)

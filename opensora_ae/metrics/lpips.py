@@ -8,9 +8,11 @@ local file (by default torchvision's hub cache). Nothing is downloaded.
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 
 import lpips as lpips_package
 import torch
+import torch.nn.functional as F
 
 from opensora_ae.losses.perceptual import BACKBONE_FILES, default_backbone_path
 from opensora_ae.losses.perceptual import build_lpips as build_frozen_lpips
@@ -64,21 +66,47 @@ def _block_layer_maps(model: lpips_package.LPIPS, real: torch.Tensor, fake: torc
     return maps
 
 
-def lpips_from_maps(layer_maps: list[torch.Tensor]) -> torch.Tensor:
-    """LPIPS from :func:`lpips_layer_maps`: the sum over layers of each map's spatial mean, ``N`` values."""
-    return sum(layer_map.mean(dim=(2, 3)) for layer_map in layer_maps).squeeze(1)
+def lpips_from_maps(layer_maps: list[torch.Tensor], frame_size: tuple[int, int] | None = None) -> torch.Tensor:
+    """LPIPS from :func:`lpips_layer_maps`, ``N`` values: the sum over layers of each map's spatial mean.
+
+    ``frame_size`` None: the mean at each map's own resolution (``lpips.LPIPS(spatial=False)``, the package
+    default). ``frame_size=(H, W)``: the mean of the map upsampled bilinearly (``align_corners=False``) to the
+    frame, as ``lpips.LPIPS(spatial=True)`` followed by ``.mean()`` (Open-Sora's and Open-Sora-Plan's
+    ``cal_lpips``). Bilinear upsampling is separable, so that mean is the map weighted by one row and one
+    column weight vector; the upsampled map itself is never built.
+    """
+    if frame_size is None:
+        return sum(layer_map.mean(dim=(2, 3)) for layer_map in layer_maps).squeeze(1)
+    total = 0
+    for layer_map in layer_maps:
+        rows = upsampled_mean_weights(layer_map.shape[2], frame_size[0]).to(layer_map)
+        columns = upsampled_mean_weights(layer_map.shape[3], frame_size[1]).to(layer_map)
+        total = total + torch.einsum("nhw,h,w->n", layer_map[:, 0], rows, columns)
+    return total
 
 
-def lpips_distance(model: lpips_package.LPIPS, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+@lru_cache(maxsize=64)
+def upsampled_mean_weights(source: int, target: int) -> torch.Tensor:
+    """Weight of each of ``source`` samples in the mean of their 1-D linear upsampling (``align_corners=False``,
+    torch's size-based scale ``source / target``) to ``target`` samples (float64, sums to 1)."""
+    basis = torch.eye(source, dtype=torch.float64).view(source, 1, source)
+    upsampled = F.interpolate(basis, size=target, mode="linear", align_corners=False)
+    return upsampled.mean(dim=2).squeeze(1)
+
+
+def lpips_distance(model: lpips_package.LPIPS, real: torch.Tensor, fake: torch.Tensor,
+                   spatial: bool = False) -> torch.Tensor:
     """LPIPS of each frame pair.
 
     Args:
         model: an AlexNet v0.1 ``lpips.LPIPS`` (see :func:`build_lpips`).
         real, fake: ``N C H W`` frames in ``[0, 1]`` (mapped to ``[-1, 1]`` here).
+        spatial: the ``spatial=True`` definition (maps upsampled to the frame before the mean; see
+            :func:`lpips_from_maps`).
 
     Returns:
         ``N`` distances.
     """
     if real.shape != fake.shape:
         raise ValueError(f"lpips: real {tuple(real.shape)} and fake {tuple(fake.shape)} frames differ in shape")
-    return lpips_from_maps(lpips_layer_maps(model, real, fake))
+    return lpips_from_maps(lpips_layer_maps(model, real, fake), tuple(real.shape[-2:]) if spatial else None)

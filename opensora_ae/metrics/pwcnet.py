@@ -154,6 +154,9 @@ class Refiner(nn.Module):
         return self.netMain(features)
 
 
+PWCNET_FILE_NAME = "network-default.pytorch"
+
+
 class PWCNet(nn.Module):
     """Optical flow from ``first`` to ``second``.
 
@@ -189,13 +192,21 @@ class PWCNet(nn.Module):
         return flow * scale.view(1, 2, 1, 1)
 
 
+def default_pwcnet_path() -> str:
+    """Where PWC-Net weights are looked for when no path is given: torch hub's checkpoint folder."""
+    return os.path.join(torch.hub.get_dir(), "checkpoints", PWCNET_FILE_NAME)
+
+
 def load_pwcnet(path: str | None) -> PWCNet:
-    """Build a PWC-Net in eval mode from a local ``network-default.pytorch`` (or an already renamed) state dict."""
+    """Build a PWC-Net in eval mode from a local ``network-default.pytorch`` (or an already renamed) state dict;
+    ``path`` None looks in :func:`default_pwcnet_path`."""
     if path is None:
-        raise FileNotFoundError(
-            "FloLPIPS needs PWC-Net weights: download network-default.pytorch of sniklaus/pytorch-pwc and pass "
-            "its path with --pwcnet_weights"
-        )
+        path = default_pwcnet_path()
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"FloLPIPS needs PWC-Net weights: put {PWCNET_FILE_NAME} of sniklaus/pytorch-pwc at {path} or pass "
+                "its path with --pwcnet_weights"
+            )
     if not os.path.isfile(path):
         raise FileNotFoundError(f"PWC-Net weights file {path} does not exist (--pwcnet_weights)")
     state = torch.load(path, map_location="cpu", weights_only=True)
