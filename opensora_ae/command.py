@@ -276,7 +276,10 @@ def load_command_config(command: Command, argv: Sequence[str]) -> Config:
     path = resolve_config_path(argv[0], command.config_kind)
     cfg = read_config_file(path)
     overrides = [override for override in parse_overrides(argv[1:]) if override.key != PRINT_CONFIG]
-    apply_overrides(cfg, resolve_aliases(cfg, overrides, command), command.extra_keys)
+    resolved = resolve_aliases(cfg, overrides, command)
+    apply_overrides(cfg, resolved, command.extra_keys)
+    # The model keys the user typed: a checkpoint that describes its own architecture refuses contradicting ones.
+    cfg.cli_model_keys = sorted({override.key for override in resolved if override.key.startswith("model.")})
     cfg.config_path = str(path)
     cfg.config_name = path.stem
     return cfg

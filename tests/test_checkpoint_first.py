@@ -164,3 +164,22 @@ def test_runtime_keys_of_the_next_stage_config_apply(tmp_path: Path) -> None:
     disc_phase = build_model(model_cfg)
     assert disc_phase.latent_channels == 4 and disc_phase.config["disc_off_grad_ckpt"] is True
     assert disc_phase.decoder.disc_off_grad_ckpt
+
+
+def test_command_line_model_keys_reach_the_checkpoint_check(tmp_path: Path) -> None:
+    """The keys typed on the command line travel with the config (``cli_model_keys``) to the model builder of the
+    scripts: a typed key that contradicts the checkpoint is one error, the shipped config's values are not."""
+    from opensora_ae.command import INFERENCE_ALIASES, Command, load_command_config
+    from opensora_ae.inference.runner import CLIP_KEYS, build_inference_model
+
+    _v1_1_folder(tmp_path / "vae")
+    command = Command("inference", "", "inference", CLIP_KEYS, INFERENCE_ALIASES)
+    argv = [str(CONFIGS / "inference" / "causal_vae.py"), "--model.from_pretrained", str(tmp_path / "vae"),
+            "--num_frames", "5"]
+    cfg = load_command_config(command, [*argv, "--model.hidden_size", "64"])
+    assert cfg.cli_model_keys == ["model.from_pretrained", "model.hidden_size"]
+    with pytest.raises(CheckpointError, match=r"hidden_size=64 \(checkpoint: 32\)"):
+        build_inference_model(cfg.model, torch.device("cpu"), torch.float32, cfg.cli_model_keys)
+    cfg = load_command_config(command, argv)
+    model = build_inference_model(cfg.model, torch.device("cpu"), torch.float32, cfg.cli_model_keys)
+    assert model.config["hidden_size"] == 32 and not model.training

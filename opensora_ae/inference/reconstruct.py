@@ -147,7 +147,7 @@ def reconstruct_dataset(cfg: Mapping[str, Any], ctx: DistContext) -> Reconstruct
     if not 0 <= int(cfg.get("crf", 10)) <= 51:
         raise ValueError(f"--crf {cfg['crf']} is out of range: libx264 takes 0 (lossless) to 51")
     dtype = resolve_dtype(cfg.get("dtype", "fp32"))
-    model = build_inference_model(cfg["model"], ctx.device, dtype)
+    model = build_inference_model(cfg["model"], ctx.device, dtype, cfg.get("cli_model_keys", ()))
     dataset = build_inference_dataset(cfg, exclude=output_folders(cfg["save_dir"], cfg.get("layout", "v2")))
     batch_size = int(cfg.get("batch_size", 1))
     if batch_size < 1:

@@ -24,8 +24,13 @@ DEFAULT_FPS = 24.0  # for images and files without a frame rate
 CLIP_KEYS = ("dtype", "batch_size", "device", "num_frames", "resolution", "height", "width", "sample_rate", "fps_max")
 
 
-def build_inference_model(model_cfg: Mapping[str, Any], device: torch.device, dtype: torch.dtype) -> VideoAutoencoder:
-    """Build the model in eval mode on ``device``; weights are required unless ``random_init=True``."""
+def build_inference_model(model_cfg: Mapping[str, Any], device: torch.device, dtype: torch.dtype,
+                          user_keys: Iterable[str] = ()) -> VideoAutoencoder:
+    """Build the model in eval mode on ``device``; weights are required unless ``random_init=True``.
+
+    ``user_keys``: the dotted keys set on the command line (``cfg.cli_model_keys``), checked against a checkpoint that
+    describes its own architecture (``build_model``).
+    """
     cfg = dict(model_cfg)
     random_init = bool(cfg.pop("random_init", False))
     if not cfg.get("from_pretrained") and not random_init:
@@ -33,7 +38,7 @@ def build_inference_model(model_cfg: Mapping[str, Any], device: torch.device, dt
             "no weights given: set --model.from_pretrained PATH (a checkpoint file or folder), "
             "or --model.random_init True for a randomly initialised model (tests, benchmarks)"
         )
-    return build_model(cfg).to(device=device, dtype=dtype).eval()
+    return build_model(cfg, user_keys=user_keys).to(device=device, dtype=dtype).eval()
 
 
 def build_inference_dataset(cfg: Mapping[str, Any], exclude: Iterable[str | os.PathLike] = ()) -> VideoTextDataset:

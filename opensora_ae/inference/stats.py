@@ -86,7 +86,7 @@ def latent_statistics(cfg: Mapping[str, Any], ctx: DistContext) -> dict[str, Any
     set those to identity in the model config to measure the raw latent.
     """
     dtype = resolve_dtype(cfg.get("dtype", "fp32"))
-    model = build_inference_model(cfg["model"], ctx.device, dtype)
+    model = build_inference_model(cfg["model"], ctx.device, dtype, cfg.get("cli_model_keys", ()))
     dataset = build_inference_dataset(cfg)
     batch_size = int(cfg.get("batch_size", 1))
     moments, skipped, pending, encoded = LatentMoments(), [], [], 0

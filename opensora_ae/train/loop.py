@@ -263,7 +263,7 @@ def build_models(cfg: Config, ctx: parallel.DistContext) -> Models:
     keep_last_layer = False
     if "disc_off_grad_ckpt" in model_cfg and not _accepts(resolve_model_class(model_cfg), "disc_off_grad_ckpt"):
         keep_last_layer = bool(model_cfg.pop("disc_off_grad_ckpt"))
-    model = build_model(model_cfg).to(ctx.device)
+    model = build_model(model_cfg, user_keys=cfg.get("cli_model_keys", ())).to(ctx.device)
     if cfg.get("grad_checkpoint", False):
         model.set_gradient_checkpointing(True)
         if keep_last_layer:
