@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
                 result = run_worker(impl, phase, "memory", args, Path(tmp) / f"{impl}_{phase}.pt")
                 peaks[impl, phase] = result["peak_bytes"]
                 print(f"{impl:9s} {phase}: peak {result['peak_bytes'] / 2**20:.0f} MiB", flush=True)
-            ours, theirs = (torch.load(Path(tmp) / f"{i}_{phase}.pt") for i in IMPLEMENTATIONS)
+            ours, theirs = (torch.load(Path(tmp) / f"{i}_{phase}.pt", weights_only=True) for i in IMPLEMENTATIONS)
             print(f"{phase}: max |ours - diffusers| = {(ours - theirs).abs().max().item():.3e} "
                   f"(max |diffusers| = {theirs.abs().max().item():.3e})", flush=True)
         for round_index in range(args.rounds):
