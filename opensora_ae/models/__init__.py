@@ -41,6 +41,9 @@ def build_model(cfg: Mapping[str, Any]) -> VideoAutoencoder:
     source = cfg.pop("from_pretrained", None)
     strict = cfg.pop("strict", True)
     if not source:
+        check = getattr(resolve_model_class(cfg), "check_random_init", None)
+        if check is not None:
+            check(cfg.get("params", cfg))
         return build(cfg, MODELS)
     source = Path(source)
     if not source.exists():
@@ -50,7 +53,7 @@ def build_model(cfg: Mapping[str, Any]) -> VideoAutoencoder:
         cfg = _with_folder_config(cfg, cls.config_from_pretrained_dir(source))
     model = build(cfg, MODELS)
     load_weights(model, source, strict=strict)
-    return model
+    return model.eval()
 
 
 def _with_folder_config(cfg: dict[str, Any], folder_config: dict[str, Any]) -> dict[str, Any]:
