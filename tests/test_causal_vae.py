@@ -401,3 +401,20 @@ def test_time_upsamplers() -> None:
     assert res.mix_factor.shape == (1,) and res.conv.conv.weight.shape == (4, 4, 3, 3, 3)
     alpha = torch.sigmoid(res.mix_factor)
     assert torch.allclose(res(x), alpha * out + (1 - alpha) * res.conv(out), atol=1e-6)
+
+
+@pytest.mark.parametrize("config", ["v1_1.json", "release.json"])
+def test_bfloat16_forward_on_cpu(config: str) -> None:
+    """The inference config's bf16 runs on a CPU (the temporal mean pool is computed in float32)."""
+    torch.manual_seed(0)
+    model = CausalVAEModel(**tiny_kwargs(config)).eval()
+    x = video(5)
+    with torch.no_grad():
+        reference = model(x, sample_posterior=False)[0]
+        x_rec = model.to(torch.bfloat16)(x.bfloat16(), sample_posterior=False)[0]
+    assert x_rec.dtype == torch.bfloat16 and x_rec.shape == x.shape
+    # Random tiny weights amplify bf16 rounding; the output must still follow the float32 one.
+    assert torch.isfinite(x_rec).all()
+    assert F.cosine_similarity(x_rec.float().flatten(), reference.flatten(), dim=0) > 0.5
+    pooled = TimeDownsample2x(4, 4)(torch.arange(5.0).view(1, 1, 5, 1, 1).expand(1, 4, 5, 1, 1).bfloat16())
+    assert pooled.dtype == torch.bfloat16 and pooled[0, 0, :, 0, 0].tolist() == [0.0, 1.0, 3.0]
