@@ -221,3 +221,34 @@ def test_compile_without_graph_breaks(name):
     forward = torch._dynamo.explain(model)(x)
     for what, explained in (("encode", encode), ("decode", decode), ("forward", forward)):
         assert explained.graph_break_count == 0, (what, explained.break_reasons)
+
+
+def test_top_level_api_names_every_family():
+    import opensora_ae
+
+    assert opensora_ae.build_model is build_model and opensora_ae.MODELS is MODELS
+    exported = {getattr(opensora_ae, name) for name in ("VideoDCAE", "HunyuanVAE", "OpenSoraVAEV12", "CausalVAEModel")}
+    assert exported == set(MODELS.module_dict.values())
+    assert all(issubclass(cls, opensora_ae.VideoAutoencoder) for cls in exported)
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        opensora_ae.Nope  # noqa: B018
+
+
+def test_compile_blocks_and_the_compile_key():
+    from opensora_ae.inference.runner import build_inference_model
+
+    model = build("hunyuan_vae").eval()
+    x = pixels("hunyuan_vae")[:1]
+    with torch.no_grad():
+        expected = model.encode(x)
+        model.compile_blocks(backend="eager")
+        compiled = [b for b in model.checkpointed_blocks() if b._compiled_call_impl is not None]
+        assert compiled and len(compiled) == len(list(model.checkpointed_blocks()))
+        torch.testing.assert_close(model.encode(x), expected)
+    built = build_inference_model(
+        {**FAMILIES["dc_ae"].config, "random_init": True, "compile": True}, torch.device("cpu"), torch.float32
+    )
+    stages = list(built.encoder.stages)
+    assert all(stage._compiled_call_impl is not None for stage in stages)
+    # Only the outermost blocks are compiled (nested ones run inside their parent's graph).
+    assert all(inner._compiled_call_impl is None for stage in stages for inner in stage.modules() if inner is not stage)
