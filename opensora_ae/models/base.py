@@ -173,7 +173,7 @@ class VideoAutoencoder(nn.Module, ABC):
 
     @abstractmethod
     def _decode(self, z: torch.Tensor, num_frames: int | None) -> torch.Tensor:
-        """Checked scaled latent ``B C t h w`` -> pixels ``B C T' H W`` (``T' >= num_frames``; cropped by ``decode``)."""
+        """Checked scaled latent ``B C t h w`` -> pixels ``B C T' H W`` (``T' >= num_frames``; ``decode`` crops)."""
 
     @abstractmethod
     def get_last_layer(self) -> torch.Tensor:

@@ -228,9 +228,10 @@ class CausalVAEModel(PretrainedMixin, VideoAutoencoder):
     Constructor arguments are the fields of the release's ``config.json`` (same names, same defaults as the
     reference's ``CausalVAEModel``) plus ``scaling_factor`` and the shared keys (``SharedKeys``:
     ``disc_off_grad_ckpt`` and the tiling keys of ``layers/tiling.py``; 256 px spatial tiles with overlap 0.25 as
-    Open-Sora-Plan's ``tiled_encode2d``, 64-frame temporal tiles that read 65 frames = 17 latents). ``lr``, ``loss_type`` and ``loss_params`` only
-    describe training (see ``opensora_ae.losses.configs_from_lpips_with_discriminator``) and are kept so that
-    ``save_pretrained`` writes a complete release-style ``config.json``.
+    Open-Sora-Plan's ``tiled_encode2d``, 64-frame temporal tiles that read 65 frames = 17 latents). ``lr``,
+    ``loss_type`` and ``loss_params`` only describe training (see
+    ``opensora_ae.losses.configs_from_lpips_with_discriminator``) and are kept so that ``save_pretrained`` writes a
+    complete release-style ``config.json``.
 
     Layouts: pixels ``B 3 T H W`` in [-1, 1] with ``T = 1 + f*k`` and ``H, W`` multiples of the spatial
     factor; latents ``B embed_dim (1+k) H/s W/s``.
