@@ -272,3 +272,15 @@ def test_frozen_random_2d_vae_is_refused_unless_asked_for(tmp_path):
     assert not any(p.requires_grad for p in model.spatial_vae.parameters())
     model.save_pretrained(tmp_path)  # a stage-1 checkpoint (vae_2d_pretrained=None) loads again
     assert build_model(dict(type="opensora_v1_2_vae", from_pretrained=str(tmp_path))).config["freeze_vae_2d"]
+
+
+def test_stage1_config_without_2d_weights_stops_before_building():
+    from pathlib import Path
+
+    from opensora_ae.config import load_config
+    from opensora_ae.train.loop import OPTIONAL_KEYS
+
+    stage1 = Path(__file__).resolve().parents[1] / "configs" / "vae" / "train" / "stage1.py"
+    cfg = load_config(stage1, [], OPTIONAL_KEYS)
+    with pytest.raises(ValueError, match="vae_2d_random_init true for a test"):
+        build_model(dict(cfg.model))
