@@ -256,3 +256,11 @@ def test_compile_blocks_and_the_compile_key():
     assert all(stage._compiled_call_impl is not None for stage in stages)
     # Only the outermost blocks are compiled (nested ones run inside their parent's graph).
     assert all(inner._compiled_call_impl is None for stage in stages for inner in stage.modules() if inner is not stage)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_config_keys_are_the_saved_config(name):
+    """``config_keys()`` lists what ``config.json`` holds: every key the constructor takes, shared ones included."""
+    model = build(name)
+    assert set(model.config) <= set(type(model).config_keys())
+    assert {"disc_off_grad_ckpt"} <= set(model.config)

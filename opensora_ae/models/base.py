@@ -18,6 +18,7 @@ the base class owns what is the same everywhere:
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Iterator, Mapping, TypedDict
 
@@ -91,6 +92,14 @@ class VideoAutoencoder(nn.Module, ABC):
             self.tiler = VideoTiler(config, self.compression, causal=self.causal, skip_covered_tiles=skip_covered_tiles)
             resolved.update(dataclasses.asdict(config))
         self._record_config(resolved)
+
+    @classmethod
+    def config_keys(cls) -> tuple[str, ...]:
+        """Every config key the constructor takes: its named arguments, then the shared keys it accepts."""
+        parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+        named = tuple(p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+        shared = SHARED_KEYS if cls.tiling_defaults is not None else ("disc_off_grad_ckpt",)
+        return (*named, *shared)
 
     @classmethod
     def check_random_init(cls, kwargs: Mapping[str, Any]) -> None:

@@ -16,7 +16,6 @@ the raw posterior latent that the release's own ``CausalVAEModel.encode(x).mode(
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
@@ -391,11 +390,10 @@ class CausalVAEModel(PretrainedMixin, VideoAutoencoder):
         return model
 
 
-_SIGNATURE_ARGS = tuple(name for name in inspect.signature(CausalVAEModel.__init__).parameters if name != "self")
+_CONSTRUCTOR_ARGS = CausalVAEModel.config_keys()
 # The release's config.json fields (+ scaling_factor): the named arguments minus the metadata ones; the shared keys
 # are recorded by init_shared.
-_CONFIG_FIELDS = tuple(name for name in _SIGNATURE_ARGS if not name.startswith("_") and name != "shared")
-_CONSTRUCTOR_ARGS = (*_CONFIG_FIELDS, "_class_name", "_diffusers_version", *SHARED_KEYS)
+_CONFIG_FIELDS = tuple(name for name in _CONSTRUCTOR_ARGS if not name.startswith("_") and name not in SHARED_KEYS)
 
 
 # The config keys holding one block name per level of hidden_size_mult.

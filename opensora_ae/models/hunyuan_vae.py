@@ -12,7 +12,6 @@ State-dict keys are those of the Tencent release and of diffusers' ``Autoencoder
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
@@ -24,7 +23,7 @@ import torch
 from torch import nn
 
 from ..registry import MODELS
-from .base import SHARED_KEYS, SharedKeys, VideoAutoencoder
+from .base import SharedKeys, VideoAutoencoder
 from .checkpoint_io import (CONFIG_FILE_NAME, CheckpointError, PretrainedMixin, StateDict, read_folder_config,
                             save_state_dict_file)
 from .layers.attention import VideoSelfAttention
@@ -362,7 +361,7 @@ def _config_from_diffusers(config: dict[str, Any], path: Path) -> dict[str, Any]
         if unsupported:
             raise CheckpointError(f"{path}: {key} {unsupported} are not supported; only {block_type!r}")
     kwargs = {DIFFUSERS_TO_OURS.get(k, k): v for k, v in config.items() if not k.startswith("_")}
-    known = (set(inspect.signature(HunyuanVAE.__init__).parameters) - {"self", "shared"}) | set(SHARED_KEYS)
+    known = set(HunyuanVAE.config_keys())
     unknown = sorted(set(kwargs) - known)
     if unknown:
         raise CheckpointError(f"{path}: unknown {DIFFUSERS_CLASS} config keys {unknown}; known: {sorted(known)}")
