@@ -284,3 +284,8 @@ def test_stage1_config_without_2d_weights_stops_before_building():
     cfg = load_config(stage1, [], OPTIONAL_KEYS)
     with pytest.raises(ValueError, match="vae_2d_random_init true for a test"):
         build_model(dict(cfg.model))
+
+
+def test_tiling_keys_are_refused():
+    with pytest.raises(ValueError, match=r"no tiled inference: remove the tiling keys \['use_spatial_tiling'\]"):
+        OpenSoraVAEV12(**tiny_kwargs(), use_spatial_tiling=False)

@@ -80,12 +80,12 @@ class VideoAutoencoder(nn.Module, ABC):
         name = type(self).__name__
         unknown = sorted(set(shared) - set(SHARED_KEYS))
         if unknown:
-            raise TypeError(f"{name}: unknown config keys {unknown}; shared keys are {list(SHARED_KEYS)}")
+            raise TypeError(f"{name}: unknown config keys {unknown}; valid keys: {list(self.config_keys())}")
         self.disc_off_grad_ckpt = bool(shared.get("disc_off_grad_ckpt", False))
         resolved: dict[str, Any] = {"disc_off_grad_ckpt": self.disc_off_grad_ckpt}
         tiling = {key: shared[key] for key in TILING_KEYS if key in shared}
         if self.tiling_defaults is None:
-            if any(tiling.values()):
+            if tiling:
                 raise ValueError(f"{name} has no tiled inference: remove the tiling keys {sorted(tiling)}")
         else:
             config = dataclasses.replace(self.tiling_defaults, **tiling)
