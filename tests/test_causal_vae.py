@@ -225,7 +225,7 @@ def test_frame_rules(tiny_model: CausalVAEModel) -> None:
         assert tiny_model.decode(z).shape == (1, 3, 17, 16, 16)
         assert tiny_model.decode(z, num_frames=15).shape[2] == 15
         assert tiny_model.encode(video(1)).shape[2] == 1
-    with pytest.raises(ValueError, match=r"16 frames.*1 \+ 4\*k.*trim the clip to 13"):
+    with pytest.raises(ValueError, match=r"16 frames.*1 \+ 4\*k.*trim the clip"):
         tiny_model.encode(video(16))
     with pytest.raises(ValueError, match="multiples of 8x8"):
         tiny_model.encode(video(5, height=20))
@@ -263,23 +263,6 @@ def test_latent_scaling(tiny_model: CausalVAEModel) -> None:
         assert torch.allclose(z, posterior.mean * 0.18215)
         unscaled = tiny_model.decoder(tiny_model.post_quant_conv(posterior.mean))
         assert torch.allclose(tiny_model.decode(z), unscaled, atol=1e-5)
-
-
-def test_forward_and_gradient_checkpointing(tiny_model: CausalVAEModel) -> None:
-    model = CausalVAEModel(**tiny_kwargs()).train()
-    model.load_state_dict(tiny_model.state_dict())
-    x = video(5, 8, 8)
-    x_rec, posterior, z = model(x, sample_posterior=False)
-    assert x_rec.shape == x.shape and z.shape == (1, 4, 2, 1, 1)
-    x_rec.square().mean().backward()
-    grad = model.get_last_layer().grad.clone()
-    model.zero_grad()
-    model.set_gradient_checkpointing(True)
-    x_rec_ckpt, _, _ = model(x, sample_posterior=False)
-    x_rec_ckpt.square().mean().backward()
-    assert torch.allclose(x_rec_ckpt, x_rec, atol=1e-6)
-    assert torch.allclose(model.get_last_layer().grad, grad, atol=1e-6)
-    assert model.get_last_layer() is model.decoder.conv_out.conv.weight
 
 
 def test_release_loss_params_map_to_toolkit_losses() -> None:
@@ -420,3 +403,20 @@ def test_time_upsamplers() -> None:
     assert res.mix_factor.shape == (1,) and res.conv.conv.weight.shape == (4, 4, 3, 3, 3)
     alpha = torch.sigmoid(res.mix_factor)
     assert torch.allclose(res(x), alpha * out + (1 - alpha) * res.conv(out), atol=1e-6)
+
+
+@pytest.mark.parametrize("config", ["v1_1.json", "release.json"])
+def test_bfloat16_forward_on_cpu(config: str) -> None:
+    """The inference config's bf16 runs on a CPU (the temporal mean pool is computed in float32)."""
+    torch.manual_seed(0)
+    model = CausalVAEModel(**tiny_kwargs(config)).eval()
+    x = video(5)
+    with torch.no_grad():
+        reference = model(x, sample_posterior=False)[0]
+        x_rec = model.to(torch.bfloat16)(x.bfloat16(), sample_posterior=False)[0]
+    assert x_rec.dtype == torch.bfloat16 and x_rec.shape == x.shape
+    # Random tiny weights amplify bf16 rounding; the output must still follow the float32 one.
+    assert torch.isfinite(x_rec).all()
+    assert F.cosine_similarity(x_rec.float().flatten(), reference.flatten(), dim=0) > 0.5
+    pooled = TimeDownsample2x(4, 4)(torch.arange(5.0).view(1, 1, 5, 1, 1).expand(1, 4, 5, 1, 1).bfloat16())
+    assert pooled.dtype == torch.bfloat16 and pooled[0, 0, :, 0, 0].tolist() == [0.0, 1.0, 3.0]

@@ -181,13 +181,13 @@ def test_freeze_vae_2d_and_gradient_checkpointing():
     assert stages["x_rec"].shape == x.shape and stages["z_raw"].shape == (1, 4, 2, 2, 2)
     assert all(p.grad is None for p in frozen.spatial_vae.parameters())
     frozen.set_gradient_checkpointing(True)
-    assert frozen.temporal_vae.encoder.res_blocks.gradient_checkpointing
-    assert frozen.temporal_vae.decoder.block_res_blocks[0].gradient_checkpointing
+    assert frozen.temporal_vae.encoder.res_blocks[0].gradient_checkpointing
+    assert frozen.temporal_vae.decoder.block_res_blocks[0][1].gradient_checkpointing
     assert frozen.spatial_vae.module.encoder.gradient_checkpointing
     for reference, checkpointed in zip(plain, latent_loss_grads()):
         torch.testing.assert_close(checkpointed, reference)
     frozen.set_gradient_checkpointing(False)
-    assert not frozen.temporal_vae.decoder.res_blocks.gradient_checkpointing
+    assert not frozen.temporal_vae.decoder.res_blocks[0].gradient_checkpointing
 
     encoder_only = OpenSoraVAEV12(**tiny_kwargs(freeze_vae_2d_decoder=True))
     frozen_names = {n for n, p in encoder_only.spatial_vae.module.named_parameters() if not p.requires_grad}
@@ -261,3 +261,31 @@ def test_released_huggingface_folder_config(tmp_path):
         dict(type="opensora_v1_2_vae", from_pretrained=str(tmp_path), vae_2d=kwargs["vae_2d"], vae_temporal=kwargs["vae_temporal"])
     )
     assert tiny.micro_frame_size == 17 and torch.equal(tiny.scale.flatten(), torch.tensor(released["scale"]))
+
+
+def test_frozen_random_2d_vae_is_refused_unless_asked_for(tmp_path):
+    """Stage 1 without --model.vae_2d_pretrained would train on a random frozen SDXL VAE: one clear error."""
+    config = dict(type="opensora_v1_2_vae", **tiny_kwargs(freeze_vae_2d=True))
+    with pytest.raises(ValueError, match="--model.vae_2d_pretrained"):
+        build_model(config)
+    model = build_model({**config, "vae_2d_random_init": True})
+    assert not any(p.requires_grad for p in model.spatial_vae.parameters())
+    model.save_pretrained(tmp_path)  # a stage-1 checkpoint (vae_2d_pretrained=None) loads again
+    assert build_model(dict(type="opensora_v1_2_vae", from_pretrained=str(tmp_path))).config["freeze_vae_2d"]
+
+
+def test_stage1_config_without_2d_weights_stops_before_building():
+    from pathlib import Path
+
+    from opensora_ae.config import load_config
+    from opensora_ae.train.loop import OPTIONAL_KEYS
+
+    stage1 = Path(__file__).resolve().parents[1] / "configs" / "vae" / "train" / "stage1.py"
+    cfg = load_config(stage1, [], OPTIONAL_KEYS)
+    with pytest.raises(ValueError, match="vae_2d_random_init true for a test"):
+        build_model(dict(cfg.model))
+
+
+def test_tiling_keys_are_refused():
+    with pytest.raises(ValueError, match=r"no tiled inference: remove the tiling keys \['use_spatial_tiling'\]"):
+        OpenSoraVAEV12(**tiny_kwargs(), use_spatial_tiling=False)

@@ -32,6 +32,7 @@ class TinyConvAE(VideoAutoencoder):
     ``upsample`` and a ``block`` list (the LDM ``up[i].block[j]`` layout).
     """
 
+    in_channels = 3
     latent_channels = 4
     compression = (1, 2, 2)
 
@@ -48,10 +49,10 @@ class TinyConvAE(VideoAutoencoder):
         ])
         self.conv_out = nn.Conv3d(width, 3, 3, padding=1)
 
-    def encode_with_posterior(self, x: torch.Tensor, sample_posterior: bool = False):
+    def _encode(self, x: torch.Tensor, sample_posterior: bool):
         return self.encoder(x), None
 
-    def decode(self, z: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+    def _decode(self, z: torch.Tensor, num_frames: int | None) -> torch.Tensor:
         level0, level1 = self.decoder_levels
         for block in level0:
             z = block(z)

@@ -29,16 +29,21 @@ def build_inference_model(model_cfg: Mapping[str, Any], device: torch.device, dt
     """Build the model in eval mode on ``device``; weights are required unless ``random_init=True``.
 
     ``user_keys``: the dotted keys set on the command line (``cfg.cli_model_keys``), checked against a checkpoint that
-    describes its own architecture (``build_model``).
+    describes its own architecture (``build_model``); ``compile=True`` compiles its blocks
+    (``VideoAutoencoder.compile_blocks``).
     """
     cfg = dict(model_cfg)
     random_init = bool(cfg.pop("random_init", False))
+    compile_blocks = bool(cfg.pop("compile", False))
     if not cfg.get("from_pretrained") and not random_init:
         raise ValueError(
             "no weights given: set --model.from_pretrained PATH (a checkpoint file or folder), "
             "or --model.random_init True for a randomly initialised model (tests, benchmarks)"
         )
-    return build_model(cfg, user_keys=user_keys).to(device=device, dtype=dtype).eval()
+    model = build_model(cfg, user_keys=user_keys).to(device=device, dtype=dtype).eval()
+    if compile_blocks:
+        model.compile_blocks()
+    return model
 
 
 def build_inference_dataset(cfg: Mapping[str, Any], exclude: Iterable[str | os.PathLike] = ()) -> VideoTextDataset:

@@ -55,6 +55,9 @@ def build_model(cfg: Mapping[str, Any], user_keys: Iterable[str] = frozenset()) 
     cfg = dict(cfg)
     load = {key: cfg.pop(key) for key in LOAD_KEYS if key in cfg}
     if not load.get("from_pretrained"):
+        check = getattr(resolve_model_class(cfg), "check_random_init", None)
+        if check is not None:
+            check(cfg.get("params", cfg))
         return build(cfg, MODELS)
     source = resolve_pretrained(
         load["from_pretrained"], load.get("subfolder"), load.get("revision"), load.get("local_files_only")

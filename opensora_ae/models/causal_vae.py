@@ -19,28 +19,22 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, Unpack
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..registry import MODELS
-from .base import VideoAutoencoder
+from .base import SharedKeys, VideoAutoencoder
 from .causal_vae_blocks import normalize, resolve_block
 from .checkpoint_io import PretrainedMixin, StateDict
+from .layers.checkpointing import run_block
 from .layers.posterior import DiagonalGaussianDistribution
-from .layers.tiling import TilingConfig, VideoTiler
+from .layers.tiling import TilingConfig
 
 RELEASE_CLASS_NAME = "CausalVAEModel"
 LATENT_SCALING_FACTOR = 0.18215
-
-
-def _run(module: nn.Module, x: torch.Tensor, use_checkpoint: bool) -> torch.Tensor:
-    if use_checkpoint and torch.is_grad_enabled():
-        return checkpoint(module, x, use_reentrant=False)
-    return module(x)
 
 
 @dataclass(frozen=True)
@@ -110,10 +104,10 @@ def _mid_block(blocks: CoderBlocks, channels: int, dropout: float) -> nn.Module:
     return mid
 
 
-def _run_mid(mid: nn.Module, h: torch.Tensor, use_checkpoint: bool) -> torch.Tensor:
-    h = _run(mid.block_1, h, use_checkpoint)
+def _run_mid(mid: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    h = run_block(mid.block_1, h)
     h = mid.attn_1(h)
-    return _run(mid.block_2, h, use_checkpoint)
+    return run_block(mid.block_2, h)
 
 
 def _res_level(
@@ -134,9 +128,9 @@ def _res_level(
     return module, block_in
 
 
-def _run_res_level(level_module: nn.Module, h: torch.Tensor, use_checkpoint: bool) -> torch.Tensor:
+def _run_res_level(level_module: nn.Module, h: torch.Tensor) -> torch.Tensor:
     for index, block in enumerate(level_module.block):
-        h = _run(block, h, use_checkpoint)
+        h = run_block(block, h)
         if len(level_module.attn) > 0:
             h = level_module.attn[index](h)
     return h
@@ -155,7 +149,6 @@ class Encoder(nn.Module):
 
     def __init__(self, shape: CoderShape, blocks: CoderBlocks, double_z: bool, in_channels: int = 3) -> None:
         super().__init__()
-        self.gradient_checkpointing = False
         self.conv_in = blocks.resolve("conv", "conv_in")(in_channels, shape.hidden_size, 3)
         in_mult = (1, *shape.hidden_size_mult)
         current_resolution = shape.resolution
@@ -174,17 +167,16 @@ class Encoder(nn.Module):
         self.conv_out = blocks.resolve("conv", "conv_out")(channels, out_channels, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ckpt = self.gradient_checkpointing and self.training
         h = self.conv_in(x)
         last_level = len(self.down) - 1
         for level, down in enumerate(self.down):
-            h = _run_res_level(down, h, ckpt)
+            h = _run_res_level(down, h)
             # The release feeds the mid block the last level's res-block output, so samplers of the last
             # level (none in the released configs) would never reach the output: they are not run.
             if level == last_level:
                 break
             h = _run_samplers(down, h, "downsample")
-        h = _run_mid(self.mid, h, ckpt)
+        h = _run_mid(self.mid, h)
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
@@ -197,7 +189,6 @@ class Decoder(nn.Module):
 
     def __init__(self, shape: CoderShape, blocks: CoderBlocks, out_channels: int = 3) -> None:
         super().__init__()
-        self.gradient_checkpointing = False
         num_levels = len(shape.hidden_size_mult)
         block_in = shape.hidden_size * shape.hidden_size_mult[-1]
         current_resolution = shape.resolution // 2 ** (num_levels - 1)
@@ -219,11 +210,10 @@ class Decoder(nn.Module):
         self.conv_out = blocks.resolve("conv", "conv_out")(block_in, out_channels, 3)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        ckpt = self.gradient_checkpointing and self.training
         h = self.conv_in(z)
-        h = _run_mid(self.mid, h, ckpt)
+        h = _run_mid(self.mid, h)
         for up in reversed(self.up):
-            h = _run_res_level(up, h, ckpt)
+            h = _run_res_level(up, h)
             h = _run_samplers(up, h, "upsample")
         return self.conv_out(F.silu(self.norm_out(h)))
 
@@ -233,11 +223,12 @@ class CausalVAEModel(PretrainedMixin, VideoAutoencoder):
     """Open-Sora-Plan CausalVideoVAE with a diagonal-Gaussian posterior.
 
     Constructor arguments are the fields of the release's ``config.json`` (same names, same defaults as the
-    reference's ``CausalVAEModel``) plus ``scaling_factor`` and the shared tiling keys (``layers/tiling.py``;
-    256 px spatial tiles with overlap 0.25 as Open-Sora-Plan's ``tiled_encode2d``, 64-frame temporal tiles
-    that read 65 frames = 17 latents). ``lr``, ``loss_type`` and ``loss_params`` only
-    describe training (see ``opensora_ae.losses.configs_from_lpips_with_discriminator``) and are kept so that
-    ``save_pretrained`` writes a complete release-style ``config.json``.
+    reference's ``CausalVAEModel``) plus ``scaling_factor`` and the shared keys (``SharedKeys``:
+    ``disc_off_grad_ckpt`` and the tiling keys of ``layers/tiling.py``; 256 px spatial tiles with overlap 0.25 as
+    Open-Sora-Plan's ``tiled_encode2d``, 64-frame temporal tiles that read 65 frames = 17 latents). ``lr``,
+    ``loss_type`` and ``loss_params`` only describe training (see
+    ``opensora_ae.losses.configs_from_lpips_with_discriminator``) and are kept so that ``save_pretrained`` writes a
+    complete release-style ``config.json``.
 
     Layouts: pixels ``B 3 T H W`` in [-1, 1] with ``T = 1 + f*k`` and ``H, W`` multiples of the spatial
     factor; latents ``B embed_dim (1+k) H/s W/s``.
@@ -245,6 +236,7 @@ class CausalVAEModel(PretrainedMixin, VideoAutoencoder):
 
     causal = True
     config_class_names = (RELEASE_CLASS_NAME,)
+    tiling_defaults = TilingConfig(temporal_tile_size=64)
 
     def __init__(
         self,
@@ -278,13 +270,9 @@ class CausalVAEModel(PretrainedMixin, VideoAutoencoder):
         in_channels: int = 3,
         out_channels: int = 3,
         scaling_factor: float = LATENT_SCALING_FACTOR,
-        use_spatial_tiling: bool = False,
-        use_temporal_tiling: bool = False,
-        spatial_tile_size: int = 256,
-        temporal_tile_size: int = 64,
-        tile_overlap_factor: float = 0.25,
         _class_name: str = RELEASE_CLASS_NAME,
         _diffusers_version: str | None = None,
+        **shared: Unpack[SharedKeys],
     ) -> None:
         super().__init__()
         if _class_name != RELEASE_CLASS_NAME:
@@ -294,6 +282,7 @@ class CausalVAEModel(PretrainedMixin, VideoAutoencoder):
         self.register_to_config(loss_params=loss_params)  # the release's config.json spells the defaults out
         _check_level_lists(self.config)
         self.scaling_factor = float(scaling_factor)
+        self.in_channels = in_channels
         self.latent_channels = embed_dim
         shape = CoderShape(**{field.name: self.config[field.name] for field in fields(CoderShape)})
         encoder_blocks = CoderBlocks.from_config("encoder", "downsample", self.config)
@@ -303,10 +292,7 @@ class CausalVAEModel(PretrainedMixin, VideoAutoencoder):
         self.quant_conv = quant_conv_cls(2 * z_channels, 2 * embed_dim, 1)
         self.post_quant_conv = quant_conv_cls(embed_dim, z_channels, 1)
         self.compression = self._compression()
-        tiling = TilingConfig(
-            use_spatial_tiling, use_temporal_tiling, spatial_tile_size, temporal_tile_size, tile_overlap_factor
-        )
-        self.tiler = VideoTiler(tiling, self.compression, causal=True)
+        self.init_shared(shared)
 
     def _compression(self) -> tuple[int, int, int]:
         """``(t, h, w)`` factors from the encoder's samplers (the last level's are never run, see ``Encoder``)."""
@@ -320,43 +306,16 @@ class CausalVAEModel(PretrainedMixin, VideoAutoencoder):
         return math.prod([sampler.time_factor for sampler in samplers]), space, space
 
     # ---- the VideoAutoencoder interface ------------------------------------------------------------------
-    def check_input(self, x: torch.Tensor) -> None:
-        """Raise a one-line error unless ``x`` is ``B C T H W`` with ``T = 1 + t*k`` and ``H, W`` multiples of h, w."""
-        ct, ch, cw = self.compression
-        if x.ndim != 5 or x.shape[1] != self.config["in_channels"]:
-            raise ValueError(
-                f"causal_vae.encode: expected pixels B {self.config['in_channels']} T H W, got shape {tuple(x.shape)}"
-            )
-        frames, height, width = x.shape[2:]
-        if (frames - 1) % ct != 0:
-            valid = ", ".join(str(1 + ct * k) for k in range(5))
-            raise ValueError(
-                f"causal_vae.encode: got {frames} frames but the causal encoder needs T = 1 + {ct}*k "
-                f"({valid}, ...); trim the clip to {1 + ct * ((frames - 1) // ct)} frames"
-            )
-        if height % ch or width % cw:
-            raise ValueError(
-                f"causal_vae.encode: height x width {height}x{width} must be multiples of {ch}x{cw}; resize or crop"
-            )
-
-    def encode_with_posterior(
-        self, x: torch.Tensor, sample_posterior: bool = False
-    ) -> tuple[torch.Tensor, DiagonalGaussianDistribution]:
+    def _encode(self, x: torch.Tensor, sample_posterior: bool) -> tuple[torch.Tensor, DiagonalGaussianDistribution]:
         """Pixels ``B 3 T H W`` in [-1, 1] -> (scaled latent ``B embed_dim t h w``, unscaled posterior)."""
-        self.check_input(x)
         moments = self.tiler.encode(x, lambda clip: self.quant_conv(self.encoder(clip)))
         posterior = DiagonalGaussianDistribution(moments)
         z = posterior.sample() if sample_posterior else posterior.mode()
-        return z * self.scaling_factor, posterior
+        return self.scale_latent(z), posterior
 
-    def decode(self, z: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
-        """Scaled latent ``B embed_dim t h w`` -> pixels ``B 3 (1 + f*(t-1)) H W``, cropped to ``num_frames``."""
-        x = self.tiler.decode(z / self.scaling_factor, lambda tile: self.decoder(self.post_quant_conv(tile)))
-        if num_frames is not None:
-            if num_frames > x.shape[2]:
-                raise ValueError(f"causal_vae.decode: num_frames={num_frames} but the latent decodes to {x.shape[2]}")
-            x = x[:, :, :num_frames]
-        return x
+    def _decode(self, z: torch.Tensor, num_frames: int | None) -> torch.Tensor:
+        """Scaled latent ``B embed_dim t h w`` -> pixels ``B 3 (1 + f*(t-1)) H W``."""
+        return self.tiler.decode(self.unscale_latent(z), lambda tile: self.decoder(self.post_quant_conv(tile)))
 
     def get_last_layer(self) -> torch.Tensor:
         conv_out = self.decoder.conv_out

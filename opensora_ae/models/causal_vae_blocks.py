@@ -205,6 +205,13 @@ class Upsample(nn.Module):
         return apply_per_frame(lambda frames: self.conv(F.interpolate(frames, scale_factor=2.0, mode="nearest")), x)
 
 
+def time_mean_pool(x: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """Mean over ``kernel_size`` frames with stride 2 (``B C T H W``), computed in float32 for 16-bit inputs:
+    ``avg_pool3d`` has no bfloat16/float16 kernel on some devices (CPU), and the mean is cheap next to the convs."""
+    pooled = F.avg_pool3d(x if x.dtype == torch.float64 else x.float(), (kernel_size, 1, 1), stride=(2, 1, 1))
+    return pooled.to(x.dtype)
+
+
 class TimeDownsample2x(nn.Module):
     """Parameter-free causal 2x time downsampling: 2 copies of frame 0 in front, then a mean over 3 frames, stride 2.
 
@@ -220,7 +227,7 @@ class TimeDownsample2x(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = replicate_first_frame(x, self.kernel_size - 1)
-        return F.avg_pool3d(x, (self.kernel_size, 1, 1), stride=(2, 1, 1))
+        return time_mean_pool(x, self.kernel_size)
 
 
 class TimeDownsampleRes2x(TimeDownsample2x):
@@ -238,7 +245,7 @@ class TimeDownsampleRes2x(TimeDownsample2x):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         alpha = torch.sigmoid(self.mix_factor)
         x = replicate_first_frame(x, self.kernel_size - 1)
-        pooled = F.avg_pool3d(x, (self.kernel_size, 1, 1), stride=(2, 1, 1))
+        pooled = time_mean_pool(x, self.kernel_size)
         return alpha * pooled + (1 - alpha) * self.conv(x)
 
 

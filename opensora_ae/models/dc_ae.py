@@ -11,26 +11,25 @@ Module names follow the released checkpoint (``encoder.stages.3.op_list.0.contex
 so ``F32T4C128_AE.safetensors`` loads with ``strict=True``.
 
 Frames: ``T`` must be 1, 2 or a multiple of 4 and ``H``, ``W`` multiples of 32 (``pad_to_valid=True`` pads
-instead: replicated last frame / edge pixels, cropped again by ``forward`` and by ``decode(num_frames=...)``).
-``T = 4k`` gives ``k`` latent frames; ``T`` in ``{1, 2, 4}`` gives one latent frame, which decodes to one frame.
+instead: replicated last frame / edge pixels, cropped again by ``forward``, ``reconstruct`` and
+``decode(num_frames=...)``). ``T = 4k`` gives ``k`` latent frames; ``T`` in ``{1, 2, 4}`` gives one latent frame,
+which decodes to one frame.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Sequence, Unpack
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..registry import MODELS
-from .base import VideoAutoencoder
+from .base import SharedKeys, VideoAutoencoder
 from .checkpoint_io import PretrainedMixin
+from .layers.checkpointing import run_block
 from .layers.norm import ChannelRMSNorm
 from .layers.pixel_shuffle import ChannelRepeatShuffle, SpaceToChannelAverage
-from .layers.posterior import DiagonalGaussianDistribution
-from .layers.tiling import TilingConfig, VideoTiler
 
 RES_BLOCK = "ResBlock"
 EVIT_BLOCKS = {"EViTS5_GLU": (5,), "EViT_GLU": ()}  # block type -> multi-scale aggregation kernel sizes
@@ -48,17 +47,9 @@ _VIDEO_ARCH: dict[str, Any] = dict(
 DC_AE_CONFIGS: dict[str, dict[str, Any]] = {
     "dc-ae-f32t4c64": dict(_VIDEO_ARCH, latent_channels=64),
     "dc-ae-f32t4c128": dict(_VIDEO_ARCH, latent_channels=128),
-    "dc-ae-f32t4c256": dict(_VIDEO_ARCH, latent_channels=256, scaling_factor=0.46505),
+    # Open-Sora 2.0 divides this latent by 0.46505; multiplying by the inverse is the same latent.
+    "dc-ae-f32t4c256": dict(_VIDEO_ARCH, latent_channels=256, scaling_factor=1 / 0.46505),
 }
-
-
-def _conv3d(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x)``, sent to oneDNN on CPU: PyTorch's dispatcher picks the unfold-based ``slow_conv3d`` for small
-    batch-1 inputs, which is 3-4x slower for the same result (both are exact float32 convolutions)."""
-    use_onednn = x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available()
-    if use_onednn and torch.backends.mkldnn.enabled and conv.padding_mode == "zeros":
-        return torch.mkldnn_convolution(x, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups)
-    return conv(x)
 
 
 class ConvLayer(nn.Module):
@@ -84,7 +75,7 @@ class ConvLayer(nn.Module):
         self.act = act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = _conv3d(self.conv, x)
+        x = self.conv(x)
         if self.norm is not None:
             x = self.norm(x)
         if self.act is not None:
@@ -155,7 +146,10 @@ class LiteMLA(nn.Module):
         super().__init__()
         heads = channels // head_dim
         if heads < 1:
-            raise ValueError(f"LiteMLA: width {channels} is smaller than the attention head dim {head_dim}")
+            raise ValueError(
+                f"dc_ae: an attention stage of width {channels} is narrower than attention_head_dim={head_dim}; "
+                f"widen width_list or lower attention_head_dim"
+            )
         total = heads * head_dim
         self.head_dim = head_dim
         self.qkv = ConvLayer(channels, 3 * total, 1, bias=False)
@@ -223,18 +217,13 @@ class InterpolateConv(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=scale, mode="nearest"))
 
 
-class _CheckpointedStages(nn.Module):
-    """Runs blocks with optional activation checkpointing (``gradient_checkpointing`` is set by the model)."""
-
-    gradient_checkpointing: bool = False
-
-    def run(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(block, x, use_reentrant=False)
-        return block(x)
+def _checkpoint_units(*units: nn.Module) -> None:
+    """Give the encoder's/decoder's top-level units (projections, stages) the activation checkpointing flag."""
+    for unit in units:
+        unit.gradient_checkpointing = False
 
 
-class DCAEEncoder(_CheckpointedStages):
+class DCAEEncoder(nn.Module):
     """Pixels ``B 3 T H W`` -> latent ``B C T/4 H/32 W/32`` (before scaling)."""
 
     def __init__(
@@ -269,15 +258,16 @@ class DCAEEncoder(_CheckpointedStages):
             OpSequence([ConvLayer(width_list[-1], latent_channels, 3, bias=True)]),
             SpaceToChannelAverage(width_list[-1], latent_channels, 1),
         )
+        _checkpoint_units(*self.stages, self.project_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.project_in(x)
         for stage in self.stages:
-            x = self.run(stage, x)
-        return self.run(self.project_out, x)
+            x = run_block(stage, x)
+        return run_block(self.project_out, x)
 
 
-class DCAEDecoder(_CheckpointedStages):
+class DCAEDecoder(nn.Module):
     """Latent ``B C t h w`` (unscaled) -> pixels ``B 3 4t 32h 32w`` (one frame for ``t == 1``)."""
 
     def __init__(
@@ -290,10 +280,8 @@ class DCAEDecoder(_CheckpointedStages):
         temporal_upsample: Sequence[bool],
         head_dim: int,
         eps: float,
-        disc_off_grad_ckpt: bool = False,
     ) -> None:
         super().__init__()
-        self.disc_off_grad_ckpt = disc_off_grad_ckpt
         self.project_in = Residual(
             ConvLayer(latent_channels, width_list[-1], 3, bias=True),
             ChannelRepeatShuffle(latent_channels, width_list[-1], 1),
@@ -316,13 +304,28 @@ class DCAEDecoder(_CheckpointedStages):
         self.project_out = OpSequence(
             [ChannelRMSNorm(width_list[0], eps), nn.ReLU(), ConvLayer(width_list[0], out_channels, 3, bias=True)]
         )
+        _checkpoint_units(self.project_in, *self.stages, self.project_out)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.run(self.project_in, z)
+        x = run_block(self.project_in, z)
         for stage in reversed(self.stages):
-            x = self.run(stage, x)
-        # Keeping the last block out of checkpointing lets the adaptive GAN weight differentiate w.r.t. it cheaply.
-        return self.project_out(x) if self.disc_off_grad_ckpt else self.run(self.project_out, x)
+            x = run_block(stage, x)
+        return run_block(self.project_out, x)
+
+
+def _check_widths(width_list: Sequence[int], latent_channels: int) -> None:
+    """The parameter-free shortcuts average (or repeat) channel groups: name the config key that breaks them."""
+    for index in range(1, len(width_list)):
+        if (4 * width_list[index - 1]) % width_list[index]:
+            raise ValueError(
+                f"dc_ae: width_list[{index}]={width_list[index]} must divide 4 * width_list[{index - 1}]="
+                f"{4 * width_list[index - 1]} (the downsample shortcut averages channel groups); e.g. double widths"
+            )
+    if width_list[-1] % latent_channels:
+        raise ValueError(
+            f"dc_ae: latent_channels={latent_channels} must divide width_list[-1]={width_list[-1]} (the latent "
+            f"shortcut averages channel groups); lower latent_channels or widen the last stage"
+        )
 
 
 def _as_tuple(name: str, values: Sequence[Any], length: int) -> tuple[Any, ...]:
@@ -347,15 +350,17 @@ class VideoDCAE(PretrainedMixin, VideoAutoencoder):
         encoder_block_types, decoder_block_types: per stage, ``ResBlock`` / ``EViTS5_GLU`` / ``EViT_GLU``.
         temporal_downsample: per stage, whether the encoder's downsample also halves time.
         temporal_upsample: per stage, whether the decoder's upsample doubles time (default: as downsample).
-        scaling_factor: when set, ``encode`` returns ``z / scaling_factor`` and ``decode`` multiplies it back
-            (Open-Sora's convention, inverted w.r.t. diffusers).
+        scaling_factor, shift_factor: latent normalisation, ``z = (latent - shift_factor) * scaling_factor``
+            (diffusers' convention; None = 1.0). Open-Sora 2.0's DC-AE divides by its ``scaling_factor``: its
+            ``s`` is ``scaling_factor=1/s`` here.
         attention_head_dim: linear attention head dim (32).
         norm_eps: RMSNorm eps.
         pad_to_valid: pad invalid frame counts / sizes instead of raising.
-        disc_off_grad_ckpt: keep the decoder's output block out of activation checkpointing.
-        use_spatial_tiling, use_temporal_tiling, spatial_tile_size, temporal_tile_size, tile_overlap_factor:
-            tiled inference (``layers/tiling.py``).
+        **shared: ``disc_off_grad_ckpt`` (keep the decoder's output block out of activation checkpointing) and the
+            tiling keys (``layers/tiling.py``; defaults 256 px, 32 frames, overlap 0.25).
     """
+
+    input_hint = "resize/trim the clip or build the model with pad_to_valid=True (pads, then crops after decode)"
 
     def __init__(
         self,
@@ -370,15 +375,11 @@ class VideoDCAE(PretrainedMixin, VideoAutoencoder):
         temporal_downsample: Sequence[bool] | None = None,
         temporal_upsample: Sequence[bool] | None = None,
         scaling_factor: float | None = None,
+        shift_factor: float = 0.0,
         attention_head_dim: int = 32,
         norm_eps: float = 1e-5,
         pad_to_valid: bool = False,
-        disc_off_grad_ckpt: bool = False,
-        use_spatial_tiling: bool = False,
-        use_temporal_tiling: bool = False,
-        spatial_tile_size: int = 256,
-        temporal_tile_size: int = 32,
-        tile_overlap_factor: float = 0.25,
+        **shared: Unpack[SharedKeys],
     ) -> None:
         super().__init__()
         if model_name is not None and model_name not in DC_AE_CONFIGS:
@@ -396,8 +397,11 @@ class VideoDCAE(PretrainedMixin, VideoAutoencoder):
             raise ValueError("dc_ae: every stage needs depth >= 1 (depth-0 stages are an image-only DC-AE option)")
         down = _as_tuple("temporal_downsample", pick("temporal_downsample", temporal_downsample), stages)
         up = _as_tuple("temporal_upsample", down if temporal_upsample is None else temporal_upsample, stages)
+        self.in_channels = in_channels
         self.latent_channels = int(pick("latent_channels", latent_channels))
-        self.scaling_factor = pick("scaling_factor", scaling_factor)
+        self.scaling_factor = float(pick("scaling_factor", scaling_factor) or 1.0)
+        self.shift_factor = float(shift_factor)
+        _check_widths(width_list, self.latent_channels)
         self.compression = (2 ** sum(map(bool, down[:-1])), 2 ** (stages - 1), 2 ** (stages - 1))
         self.pad_to_valid = pad_to_valid
         self.encoder = DCAEEncoder(
@@ -408,13 +412,10 @@ class VideoDCAE(PretrainedMixin, VideoAutoencoder):
         self.decoder = DCAEDecoder(
             in_channels, self.latent_channels, width_list, decoder_depths,
             _as_tuple("decoder_block_types", pick("decoder_block_types", decoder_block_types), stages),
-            up, attention_head_dim, norm_eps, disc_off_grad_ckpt,
-        )
-        tiling = TilingConfig(
-            use_spatial_tiling, use_temporal_tiling, spatial_tile_size, temporal_tile_size, tile_overlap_factor
+            up, attention_head_dim, norm_eps,
         )
         # A trailing one-latent temporal tile would decode to 1 frame (single-frame path): never create one.
-        self.tiler = VideoTiler(tiling, self.compression, causal=False, skip_covered_tiles=True)
+        self.init_shared(shared, skip_covered_tiles=True)
 
     # ---- frame rules ------------------------------------------------------------------------------------------
     def valid_num_frames(self, num_frames: int) -> bool:
@@ -437,19 +438,16 @@ class VideoDCAE(PretrainedMixin, VideoAutoencoder):
             frames = max(-(-num_frames // ct) * ct, 2 * ct) if ct > 1 else num_frames
         return frames, -(-height // ch) * ch, -(-width // cw) * cw
 
-    def _check_or_pad(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 5:
-            raise ValueError(f"dc_ae.encode expects B C T H W pixels, got shape {tuple(x.shape)}")
+    def frame_rule(self) -> str:
+        ct = self.compression[0]
+        return f"T = 1, 2 or a multiple of {ct} (1 or {ct}k frames, k >= 2, round-trip)"
+
+    def pads_input(self) -> bool:
+        return self.pad_to_valid
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` padded to the smallest valid size (``pad_to_valid``); the crop after decode removes it."""
         size = tuple(x.shape[2:])
-        if not self.pad_to_valid:
-            _, ch, cw = self.compression
-            if not self.valid_num_frames(size[0]) or size[1] % ch or size[2] % cw:
-                raise ValueError(
-                    f"dc_ae: input T x H x W = {size[0]} x {size[1]} x {size[2]} is invalid: T must be 1, 2 or a "
-                    f"multiple of {self.compression[0]} and H, W multiples of {ch}; resize/trim the clip or build "
-                    f"the model with pad_to_valid=True (pads, then crops after decode)"
-                )
-            return x
         target = self._valid_size(*size)
         if target == size:
             return x
@@ -463,39 +461,15 @@ class VideoDCAE(PretrainedMixin, VideoAutoencoder):
         return (frames - 1) // ct + 1, height // ch, width // cw
 
     # ---- interface --------------------------------------------------------------------------------------------
-    def encode_with_posterior(
-        self, x: torch.Tensor, sample_posterior: bool = False
-    ) -> tuple[torch.Tensor, DiagonalGaussianDistribution | None]:
-        """Pixels ``B 3 T H W`` in [-1, 1] -> latent ``B C t h w`` (divided by ``scaling_factor``); no posterior."""
-        z = self.tiler.encode(self._check_or_pad(x), self.encoder)
-        if self.scaling_factor is not None:
-            z = z / self.scaling_factor
-        return z, None
+    def _encode(self, x: torch.Tensor, sample_posterior: bool) -> tuple[torch.Tensor, None]:
+        """Pixels ``B 3 T H W`` in [-1, 1] -> scaled latent ``B C t h w``; no posterior."""
+        if self.pad_to_valid:
+            x = self._pad(x)
+        return self.scale_latent(self.tiler.encode(x, self.encoder)), None
 
-    def decode(self, z: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
-        """Latent ``B C t h w`` -> pixels ``B 3 T H W`` (``T = 4t``; one frame for ``t = 1``), cropped to
-        ``num_frames`` when given."""
-        if z.ndim != 5 or z.shape[1] != self.latent_channels:
-            raise ValueError(f"dc_ae.decode expects B {self.latent_channels} t h w latents, got {tuple(z.shape)}")
-        if self.scaling_factor is not None:
-            z = z * self.scaling_factor
-        x = self.tiler.decode(z, self.decoder)
-        if num_frames is not None:
-            if num_frames > x.shape[2]:
-                raise ValueError(
-                    f"dc_ae.decode: asked for num_frames={num_frames} but {z.shape[2]} latent frame(s) decode to "
-                    f"{x.shape[2]}; clips of 2 or 4 frames do not round-trip (use 1 or 4k frames, k >= 2)"
-                )
-            x = x[:, :, :num_frames]
-        return x
-
-    def forward(
-        self, x: torch.Tensor, sample_posterior: bool = True
-    ) -> tuple[torch.Tensor, DiagonalGaussianDistribution | None, torch.Tensor]:
-        """Reconstruct ``x`` (cropped back to its own size); returns ``(x_rec, None, z)``."""
-        z, _ = self.encode_with_posterior(x, sample_posterior)
-        x_rec = self.decode(z, num_frames=x.shape[2])
-        return x_rec[..., : x.shape[3], : x.shape[4]], None, z
+    def _decode(self, z: torch.Tensor, num_frames: int | None) -> torch.Tensor:
+        """Scaled latent ``B C t h w`` -> pixels ``B 3 T H W`` (``T = 4t``; one frame for ``t = 1``)."""
+        return self.tiler.decode(self.unscale_latent(z), self.decoder)
 
     def get_last_layer(self) -> torch.Tensor:
         return self.decoder.project_out.op_list[2].conv.weight

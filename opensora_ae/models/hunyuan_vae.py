@@ -12,36 +12,34 @@ State-dict keys are those of the Tencent release and of diffusers' ``Autoencoder
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, Unpack
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..registry import MODELS
-from .base import VideoAutoencoder
+from .base import SharedKeys, VideoAutoencoder
 from .checkpoint_io import (CONFIG_FILE_NAME, CheckpointError, PretrainedMixin, StateDict, read_folder_config,
                             save_state_dict_file)
 from .config_io import atomic_write
 from .layers.attention import VideoSelfAttention
+from .layers.checkpointing import run_block
 from .layers.conv import CausalConv3d
 from .layers.posterior import DiagonalGaussianDistribution
-from .layers.resnet import ResnetBlock, pad_silu_
+from .layers.resnet import ResnetBlock, norm_silu_conv
 from .layers.sampling import CausalDownsample, CausalUpsample
-from .layers.tiling import TilingConfig, VideoTiler
+from .layers.tiling import TilingConfig
 
 NORM_EPS = 1e-6
 # diffusers' AutoencoderKLHunyuanVideo: class name, weights file, and its config names that differ from ours.
 DIFFUSERS_CLASS = "AutoencoderKLHunyuanVideo"
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
-DIFFUSERS_TO_OURS = {"scaling_factor": "scale_factor", "temporal_compression_ratio": "time_compression_ratio"}
+DIFFUSERS_TO_OURS = {"temporal_compression_ratio": "time_compression_ratio"}
 DIFFUSERS_BLOCK_TYPES = {"down_block_types": "HunyuanVideoDownBlock3D", "up_block_types": "HunyuanVideoUpBlock3D"}
 # The Tencent release stores the VAE inside a bigger dict under this prefix.
 TENCENT_PREFIX = "vae."
@@ -49,8 +47,7 @@ TENCENT_PREFIX = "vae."
 # sample_size / sample_tsize are the tile sizes of its tiled inference).
 TENCENT_CLASS = "AutoencoderKLCausal3D"
 TENCENT_BLOCK_TYPES = {"down_block_types": "DownEncoderBlockCausal3D", "up_block_types": "UpDecoderBlockCausal3D"}
-TENCENT_TO_OURS = {"scaling_factor": "scale_factor", "sample_size": "spatial_tile_size",
-                   "sample_tsize": "temporal_tile_size"}  # fmt: skip
+TENCENT_TO_OURS = {"sample_size": "spatial_tile_size", "sample_tsize": "temporal_tile_size"}
 # Foreign config.json layouts this family reads: class name -> (block types, renames).
 FOREIGN_LAYOUTS = {
     DIFFUSERS_CLASS: (DIFFUSERS_BLOCK_TYPES, DIFFUSERS_TO_OURS),
@@ -65,13 +62,6 @@ def _causal_conv(in_channels: int, out_channels: int, kernel_size: int) -> Causa
 
 def _resnet(in_channels: int, out_channels: int, num_groups: int, dropout: float) -> ResnetBlock:
     return ResnetBlock(in_channels, out_channels, _causal_conv, num_groups=num_groups, eps=NORM_EPS, dropout=dropout)
-
-
-def _run(module: nn.Module, x: torch.Tensor, use_checkpoint: bool) -> torch.Tensor:
-    """Apply ``module``, through activation checkpointing while training with it enabled."""
-    if use_checkpoint and torch.is_grad_enabled():
-        return checkpoint(module, x, use_reentrant=False)
-    return module(x)
 
 
 def stage_factors(num_blocks: int, spatial_ratio: int, time_ratio: int) -> list[tuple[int, int, int]]:
@@ -112,11 +102,10 @@ class DownBlock(nn.Module):
         self.downsamplers = None
         if stride != (1, 1, 1):
             self.downsamplers = nn.ModuleList([CausalDownsample(out_channels, stride=stride)])
-        self.gradient_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for resnet in self.resnets:
-            x = _run(resnet, x, self.gradient_checkpointing)
+            x = run_block(resnet, x)
         if self.downsamplers is not None:
             x = self.downsamplers[0](x)
         return x
@@ -136,11 +125,10 @@ class UpBlock(nn.Module):
         self.upsamplers = None
         if scale != (1, 1, 1):
             self.upsamplers = nn.ModuleList([CausalUpsample(out_channels, scale_factor=scale)])
-        self.gradient_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for resnet in self.resnets:
-            x = _run(resnet, x, self.gradient_checkpointing)
+            x = run_block(resnet, x)
         if self.upsamplers is not None:
             x = self.upsamplers[0](x)
         return x
@@ -157,22 +145,12 @@ class MidBlock(nn.Module):
             if add_attention
             else []
         )
-        self.gradient_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = _run(self.resnets[0], x, self.gradient_checkpointing)
+        x = run_block(self.resnets[0], x)
         for attention in self.attentions:
-            x = _run(attention, x, self.gradient_checkpointing)
-        return _run(self.resnets[1], x, self.gradient_checkpointing)
-
-
-def _norm_act_conv(norm: nn.GroupNorm, conv: CausalConv3d, x: torch.Tensor) -> torch.Tensor:
-    """GroupNorm -> SiLU -> conv; without autograd the SiLU runs in place on the conv's padded input."""
-    if torch.is_grad_enabled():
-        return conv(F.silu(norm(x)))
-    h = norm(x)
-    h = pad_silu_(conv, h)
-    return conv.conv(h)
+            x = run_block(attention, x)
+        return run_block(self.resnets[1], x)
 
 
 class HunyuanEncoder(nn.Module):
@@ -198,7 +176,7 @@ class HunyuanEncoder(nn.Module):
         for block in self.down_blocks:
             x = block(x)
         x = self.mid_block(x)
-        return _norm_act_conv(self.conv_norm_out, self.conv_out, x)
+        return norm_silu_conv(self.conv_norm_out, self.conv_out, x)
 
 
 class HunyuanDecoder(nn.Module):
@@ -225,7 +203,7 @@ class HunyuanDecoder(nn.Module):
         x = self.mid_block(x)
         for block in self.up_blocks:
             x = block(x)
-        return _norm_act_conv(self.conv_norm_out, self.conv_out, x)
+        return norm_silu_conv(self.conv_norm_out, self.conv_out, x)
 
 
 @MODELS.register_module("hunyuan_vae")
@@ -233,7 +211,7 @@ class HunyuanVAE(PretrainedMixin, VideoAutoencoder):
     """HunyuanVideo causal 3-D VAE (KL), 4x8x8 compression, 16 latent channels when released.
 
     Pixels ``B 3 T H W`` in [-1, 1] with ``T = 4k + 1`` and ``H, W`` multiples of 8 give latents
-    ``B 16 (k+1) H/8 W/8``, returned as ``scale_factor * (z - shift_factor)``.
+    ``B 16 (k+1) H/8 W/8``, returned as ``(z - shift_factor) * scaling_factor``.
 
     Args:
         in_channels, out_channels: pixel channels.
@@ -241,18 +219,20 @@ class HunyuanVAE(PretrainedMixin, VideoAutoencoder):
         block_out_channels: stage widths (128, 256, 512, 512 released).
         layers_per_block: resnets per encoder stage (decoder stages get one more).
         norm_num_groups: GroupNorm groups everywhere.
-        scale_factor, shift_factor: latent normalisation, ``z = scale * (mean - shift)``.
+        scaling_factor, shift_factor: latent normalisation, ``z = (mean - shift) * scale`` (diffusers' names).
+        scale_factor: the name ``scaling_factor`` had in configs written before (read, converted, never written).
         time_compression_ratio, spatial_compression_ratio: 4 and 8 released.
         mid_block_add_attention: keep the frame-causal mid-block attention.
         dropout: dropout inside the resnets.
         act_fn: only ``"silu"`` (the released activation).
-        use_spatial_tiling, use_temporal_tiling, spatial_tile_size, temporal_tile_size, tile_overlap_factor:
-            tiled inference (``layers/tiling.py``); Open-Sora 2.0 runs the released model with both on,
-            256 px, 64 frames (a temporal tile reads 65 frames = 17 latents), overlap 0.25.
+        **shared: ``disc_off_grad_ckpt`` and the tiling keys (``layers/tiling.py``); Open-Sora 2.0 runs the
+            released model with both tilings on, 256 px, 64 frames (a temporal tile reads 65 frames = 17
+            latents), overlap 0.25 (the defaults but for the switches).
     """
 
     causal = True
     config_class_names = (DIFFUSERS_CLASS, TENCENT_CLASS)
+    tiling_defaults = TilingConfig(temporal_tile_size=64)
 
     def __init__(
         self,
@@ -262,18 +242,15 @@ class HunyuanVAE(PretrainedMixin, VideoAutoencoder):
         block_out_channels: Sequence[int] = (128, 256, 512, 512),
         layers_per_block: int = 2,
         norm_num_groups: int = 32,
-        scale_factor: float = 0.476986,
+        scaling_factor: float = 0.476986,
         shift_factor: float = 0.0,
         time_compression_ratio: int = 4,
         spatial_compression_ratio: int = 8,
         mid_block_add_attention: bool = True,
         dropout: float = 0.0,
         act_fn: str = "silu",
-        use_spatial_tiling: bool = False,
-        use_temporal_tiling: bool = False,
-        spatial_tile_size: int = 256,
-        temporal_tile_size: int = 64,
-        tile_overlap_factor: float = 0.25,
+        scale_factor: float | None = None,
+        **shared: Unpack[SharedKeys],
     ) -> None:
         super().__init__()
         if act_fn != "silu":
@@ -281,10 +258,12 @@ class HunyuanVAE(PretrainedMixin, VideoAutoencoder):
         block_out_channels = tuple(block_out_channels)
         # The decoder resamples stage by stage like the encoder: block 0 in space only, then space and time.
         factors = stage_factors(len(block_out_channels), spatial_compression_ratio, time_compression_ratio)
+        self.in_channels = in_channels
         self.latent_channels = latent_channels
         self.compression = (time_compression_ratio, spatial_compression_ratio, spatial_compression_ratio)
-        self.scale_factor = scale_factor
-        self.shift_factor = shift_factor
+        self.scaling_factor = float(scaling_factor if scale_factor is None else scale_factor)
+        self.shift_factor = float(shift_factor)
+        self._drop_old_scale_name()
         self.encoder = HunyuanEncoder(
             in_channels, latent_channels, block_out_channels, layers_per_block, norm_num_groups, factors,
             mid_block_add_attention, dropout,
@@ -296,50 +275,37 @@ class HunyuanVAE(PretrainedMixin, VideoAutoencoder):
         # Plain 1x1x1 convs (keys "quant_conv.weight"), not causal convs.
         self.quant_conv = nn.Conv3d(2 * latent_channels, 2 * latent_channels, 1)
         self.post_quant_conv = nn.Conv3d(latent_channels, latent_channels, 1)
-        tiling = TilingConfig(
-            use_spatial_tiling, use_temporal_tiling, spatial_tile_size, temporal_tile_size, tile_overlap_factor
-        )
-        self.tiler = VideoTiler(tiling, self.compression, causal=True)
+        self.init_shared(shared)
+
+    def _drop_old_scale_name(self) -> None:
+        """The saved config carries ``scaling_factor`` only, whichever name the caller used."""
+        config = getattr(self, "config", None)
+        if isinstance(config, dict):
+            config.pop("scale_factor", None)
+            config["scaling_factor"] = self.scaling_factor
 
     # ---- interface --------------------------------------------------------------------------------------------
     def encode_moments(self, x: torch.Tensor) -> torch.Tensor:
         """Pixels ``B 3 T H W`` -> posterior parameters ``B 2C t h w`` (mean, then log-variance), tiled as set."""
-        self._check_pixels(x)
+        self.check_pixels(x)
         return self.tiler.encode(x, lambda clip: self.quant_conv(self.encoder(clip)))
 
     def decode_latent(self, z: torch.Tensor) -> torch.Tensor:
         """Unscaled latent ``B C t h w`` -> pixels ``B 3 T H W`` (``T = 4(t - 1) + 1``), tiled as set."""
         return self.tiler.decode(z, lambda tile: self.decoder(self.post_quant_conv(tile)))
 
-    def encode_with_posterior(
-        self, x: torch.Tensor, sample_posterior: bool = False, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, DiagonalGaussianDistribution]:
-        """Pixels ``B 3 T H W`` in [-1, 1] -> ``(scale * (z - shift), posterior)``; z is the mean unless sampled."""
+    def _encode(self, x: torch.Tensor, sample_posterior: bool) -> tuple[torch.Tensor, DiagonalGaussianDistribution]:
+        """Pixels ``B 3 T H W`` in [-1, 1] -> ``((z - shift) * scale, posterior)``; z is the mean unless sampled."""
         posterior = DiagonalGaussianDistribution(self.encode_moments(x))
-        z = posterior.sample(generator) if sample_posterior else posterior.mode()
-        return self.scale_factor * (z - self.shift_factor), posterior
+        z = posterior.sample() if sample_posterior else posterior.mode()
+        return self.scale_latent(z), posterior
 
-    def decode(self, z: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
-        """Scaled latent ``B C t h w`` -> pixels ``B 3 T H W``, cropped to ``num_frames`` when given."""
-        if z.ndim != 5 or z.shape[1] != self.latent_channels:
-            raise ValueError(
-                f"hunyuan_vae.decode: expected a latent B {self.latent_channels} t h w, got shape {tuple(z.shape)}"
-            )
-        x = self.decode_latent(z / self.scale_factor + self.shift_factor)
-        return x if num_frames is None else x[:, :, :num_frames]
+    def _decode(self, z: torch.Tensor, num_frames: int | None) -> torch.Tensor:
+        """Scaled latent ``B C t h w`` -> pixels ``B 3 T H W`` (``T = 4(t - 1) + 1``)."""
+        return self.decode_latent(self.unscale_latent(z))
 
     def get_last_layer(self) -> torch.Tensor:
         return self.decoder.conv_out.conv.weight
-
-    def _check_pixels(self, x: torch.Tensor) -> None:
-        _, cs, _ = self.compression
-        if x.ndim != 5:
-            raise ValueError(f"hunyuan_vae.encode: expected pixels B C T H W, got shape {tuple(x.shape)}")
-        if x.shape[-1] % cs or x.shape[-2] % cs:
-            raise ValueError(
-                f"hunyuan_vae.encode: height and width must be multiples of {cs}, got {x.shape[-2]}x{x.shape[-1]}; "
-                f"resize or crop the clip"
-            )
 
     # ---- checkpoints ------------------------------------------------------------------------------------------
     @classmethod
@@ -393,7 +359,7 @@ class HunyuanVAE(PretrainedMixin, VideoAutoencoder):
             "layers_per_block": len(encoder_blocks[0].resnets),
             "act_fn": "silu",
             "norm_num_groups": self.encoder.conv_norm_out.num_groups,
-            "scaling_factor": self.scale_factor,
+            "scaling_factor": self.scaling_factor,
             "spatial_compression_ratio": cs,
             "temporal_compression_ratio": ct,
             "mid_block_add_attention": len(self.encoder.mid_block.attentions) > 0,
@@ -409,7 +375,7 @@ def _config_from_diffusers(config: dict[str, Any], path: Path) -> dict[str, Any]
         if unsupported:
             raise CheckpointError(f"{path}: {key} {unsupported} are not supported; only {block_type!r}")
     kwargs = {renames.get(k, k): v for k, v in config.items() if not k.startswith("_")}
-    known = set(inspect.signature(HunyuanVAE.__init__).parameters) - {"self"}
+    known = set(HunyuanVAE.config_keys())
     unknown = sorted(set(kwargs) - known)
     if unknown:
         raise CheckpointError(f"{path}: unknown {class_name} config keys {unknown}; known: {sorted(known)}")

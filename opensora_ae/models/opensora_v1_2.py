@@ -23,18 +23,18 @@ import inspect
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, Unpack
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..registry import MODELS
-from .base import VideoAutoencoder
+from .base import SharedKeys, VideoAutoencoder
 from .checkpoint_io import CONFIG_FILE_NAME, PretrainedMixin, load_weights, read_folder_config
 from .config_io import read_config_json
+from .layers.checkpointing import run_block
 from .layers.conv import CausalConv3d
 from .layers.per_frame import batch_to_frames, frames_to_batch
 from .layers.posterior import DiagonalGaussianDistribution
@@ -88,18 +88,12 @@ def _merge_config(defaults: Mapping[str, Any], overrides: Mapping[str, Any] | No
 
 
 class ResBlockStack(nn.ModuleList):
-    """Res blocks applied in order (keys ``<i>.*`` like the release's ``nn.ModuleList``), each under activation
-    checkpointing when ``gradient_checkpointing`` is set and gradients are on. Being a module with a ``forward``
-    lets FSDP2 shard a stack as one unit."""
-
-    gradient_checkpointing = False
+    """Res blocks applied in order (keys ``<i>.*`` like the release's ``nn.ModuleList``), each a checkpointing
+    unit (``run_block``). Being a module with a ``forward`` lets FSDP2 shard a stack as one unit."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self:
-            if self.gradient_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False)
-            else:
-                x = block(x)
+            x = run_block(block, x)
         return x
 
 
@@ -331,11 +325,19 @@ class OpenSoraVAEV12(PretrainedMixin, VideoAutoencoder):
         freeze_vae_2d_decoder: stop gradients to the 2-D VAE's decoder side (``post_quant_conv`` + ``decoder``):
             training stage 2, whose latent-only losses never reach it (as in the release); frozen, DDP does not
             wait for gradients that never come.
+        vae_2d_random_init: allow building a frozen 2-D VAE without weights (``freeze_vae_2d`` and neither
+            ``vae_2d_pretrained`` nor ``from_pretrained``), which ``build_model`` refuses otherwise: a temporal VAE
+            trained on a random frozen SDXL VAE is only ever a test.
+        **shared: ``disc_off_grad_ckpt`` (the pipeline has no tiled inference: no tiling keys).
+
+    Latent scaling: ``shift_factor`` is ``shift`` and ``scaling_factor`` is ``1 / scale`` (per channel), so
+    ``z = (temporal_latent - shift_factor) * scaling_factor`` as in the other families.
     """
 
     latent_channels = 4
     causal = True
     config_class_names = ("VideoAutoencoderPipeline",)  # the released folder's transformers model_type
+    tiling_defaults = None
 
     def __init__(
         self,
@@ -349,6 +351,8 @@ class OpenSoraVAEV12(PretrainedMixin, VideoAutoencoder):
         scale: float | Sequence[float] = RELEASED_SCALE,
         freeze_vae_2d: bool = False,
         freeze_vae_2d_decoder: bool = False,
+        vae_2d_random_init: bool = False,
+        **shared: Unpack[SharedKeys],
     ) -> None:
         super().__init__()
         spatial_config = _spatial_config(vae_2d, vae_2d_pretrained)
@@ -363,11 +367,13 @@ class OpenSoraVAEV12(PretrainedMixin, VideoAutoencoder):
         self.spatial_vae = SpatialVAE(spatial_config, micro_batch_size, spatial_scaling_factor)
         self.temporal_vae = TemporalVAE(**temporal_config)
         self.micro_frame_size = micro_frame_size
+        self.in_channels = spatial_config["in_channels"]
         self.latent_channels = temporal_config["embed_dim"]
         spatial_factor = self.spatial_vae.downsample_factor
         self.compression = (self.temporal_vae.time_factor, spatial_factor, spatial_factor)
         self.register_buffer("scale", _channel_buffer(scale, self.latent_channels, "scale"))
         self.register_buffer("shift", _channel_buffer(shift, self.latent_channels, "shift"))
+        self.init_shared(shared)
         if vae_2d_pretrained:
             load_weights(self.spatial_vae.module, _diffusers_folder(vae_2d_pretrained), strict=True)
             # The saved config must rebuild this model without the 2-D folder: its weights live in ours.
@@ -382,7 +388,7 @@ class OpenSoraVAEV12(PretrainedMixin, VideoAutoencoder):
     # ---- the two stages -----------------------------------------------------------------------------------
     def encode_spatial(self, x: torch.Tensor, sample_posterior: bool = False) -> torch.Tensor:
         """Pixels ``B 3 T H W`` in [-1, 1] -> spatial latent ``x_z`` = 2-D posterior sample (or mode) * 0.18215."""
-        self._check_pixels(x)
+        self.check_pixels(x)
         posterior = self.spatial_vae.encode_distribution(x)
         latent = posterior.sample() if sample_posterior else posterior.mode()
         return latent * self.spatial_vae.scaling_factor
@@ -418,10 +424,36 @@ class OpenSoraVAEV12(PretrainedMixin, VideoAutoencoder):
         """Diffusion latent -> temporal latent: ``z * scale + shift``."""
         return z * self.scale.to(z.dtype) + self.shift.to(z.dtype)
 
+    @classmethod
+    def check_random_init(cls, kwargs: Mapping[str, Any]) -> None:
+        """Refuse a frozen 2-D VAE without weights when built from scratch (``build_model`` without
+        ``from_pretrained``), unless ``vae_2d_random_init=True``."""
+        if kwargs.get("freeze_vae_2d") and not kwargs.get("vae_2d_pretrained") and not kwargs.get("vae_2d_random_init"):
+            raise ValueError(
+                "opensora_v1_2_vae: freeze_vae_2d=True without weights would train the temporal VAE on a random "
+                "frozen SDXL VAE; pass --model.vae_2d_pretrained PATH/TO/sdxl_vae (or --model.from_pretrained "
+                "a pipeline checkpoint), or --model.vae_2d_random_init true for a test"
+            )
+
+    @property
+    def scaling_factor(self) -> torch.Tensor:  # type: ignore[override]
+        """``1 / scale`` per channel (``1 C 1 1 1``)."""
+        return 1 / self.scale
+
+    @property
+    def shift_factor(self) -> torch.Tensor:  # type: ignore[override]
+        """``shift`` per channel (``1 C 1 1 1``)."""
+        return self.shift
+
     # ---- VideoAutoencoder interface -------------------------------------------------------------------------
-    def encode_with_posterior(
-        self, x: torch.Tensor, sample_posterior: bool = False
-    ) -> tuple[torch.Tensor, DiagonalGaussianDistribution]:
+    def valid_num_frames(self, num_frames: int) -> bool:
+        """Any frame count: each temporal chunk is front-padded to a multiple of 4 and cropped back."""
+        return num_frames >= 1
+
+    def frame_rule(self) -> str:
+        return "T >= 1"
+
+    def _encode(self, x: torch.Tensor, sample_posterior: bool) -> tuple[torch.Tensor, DiagonalGaussianDistribution]:
         """Pixels ``B 3 T H W`` -> (normalised latent ``B 4 t H/8 W/8``, temporal posterior before normalisation).
 
         ``sample_posterior`` samples both posteriors (the release's behaviour); False uses both modes.
@@ -430,7 +462,7 @@ class OpenSoraVAEV12(PretrainedMixin, VideoAutoencoder):
         z = posterior.sample() if sample_posterior else posterior.mode()
         return self.normalize(z), posterior
 
-    def decode(self, z: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+    def _decode(self, z: torch.Tensor, num_frames: int | None) -> torch.Tensor:
         """Normalised latent ``B 4 t h w`` -> pixels ``B 3 num_frames 8h 8w``.
 
         ``num_frames`` (the encoded clip's frame count) is required: it fixes how many front-padding frames
@@ -511,26 +543,12 @@ class OpenSoraVAEV12(PretrainedMixin, VideoAutoencoder):
         return self.temporal_vae.decoder.conv_out.conv.weight
 
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
-        """Checkpoint the temporal res blocks and the diffusers encoder/decoder blocks."""
-        for module in self.temporal_vae.modules():
-            if isinstance(module, ResBlockStack):
-                module.gradient_checkpointing = enabled
+        """Checkpoint the temporal res blocks and, through diffusers' own switch, the 2-D VAE's blocks."""
+        super().set_gradient_checkpointing(enabled)
         if enabled:
             self.spatial_vae.module.enable_gradient_checkpointing()
         else:
             self.spatial_vae.module.disable_gradient_checkpointing()
-
-    # ---- checks ---------------------------------------------------------------------------------------------
-    def _check_pixels(self, x: torch.Tensor) -> None:
-        factor = self.spatial_vae.downsample_factor
-        in_channels = self.spatial_vae.module.config.in_channels
-        if x.ndim != 5 or x.shape[1] != in_channels:
-            raise ValueError(f"OpenSoraVAEV12 expects pixels B {in_channels} T H W, got shape {tuple(x.shape)}")
-        if x.shape[3] % factor or x.shape[4] % factor:
-            raise ValueError(
-                f"OpenSoraVAEV12: height and width must be multiples of {factor}, got {x.shape[3]}x{x.shape[4]}; "
-                f"resize or crop the clip"
-            )
 
     def _check_latent_frames(self, z: torch.Tensor, num_frames: int) -> None:
         expected = self.get_latent_size(num_frames, 0, 0)[0]

@@ -258,6 +258,7 @@ def start_run(cfg: Config, run_dir: Path, folder: RunFolder | None, ctx: paralle
 def build_models(cfg: Config, ctx: parallel.DistContext) -> Models:
     """The autoencoder (+ EMA) and the optional discriminator, on the device and wrapped for data parallelism."""
     model_cfg = dict(cfg.model)
+    compile_blocks = bool(model_cfg.pop("compile", False))
     # Models that know disc_off_grad_ckpt (DC-AE) take it as a constructor argument; for the others the loop
     # takes the module holding the last layer out of checkpointing.
     keep_last_layer = False
@@ -269,6 +270,8 @@ def build_models(cfg: Config, ctx: parallel.DistContext) -> Models:
         if keep_last_layer:
             exclude_last_layer_from_checkpointing(model)
     model.train()
+    if compile_blocks:
+        model.compile_blocks()
     plugin = cfg.get("plugin", "ddp")
     model_ddp = parallel.wrap_model(model, ctx, plugin, keep_unsharded=model.get_last_layer(),
                                     find_unused_parameters=bool(cfg.get("find_unused_parameters", False)))

@@ -50,7 +50,11 @@ class VideoSelfAttention(nn.Module):
         num_groups, eps: GroupNorm settings.
         causal: block-causal over frames (see module docstring) instead of full attention.
         dropout: dropout on the output projection.
+
+    A checkpointing unit (``layers/checkpointing.py``).
     """
+
+    gradient_checkpointing = False
 
     def __init__(
         self,
@@ -76,7 +80,11 @@ class VideoSelfAttention(nn.Module):
         batch, channels, frames, height, width = x.shape
         # (b, t, h, w, c) -> tokens; a view when x is channels_last_3d.
         tokens = self.group_norm(x).permute(0, 2, 3, 4, 1).reshape(batch, frames * height * width, channels)
-        q, k, v = (self._split_heads(proj(tokens)) for proj in (self.to_q, self.to_k, self.to_v))
+        # Plain statements, not a generator expression over the projections: a generator capturing ``tokens``
+        # that is then deleted breaks the torch.compile graph. The ``del``s free memory early at inference.
+        q = self._split_heads(self.to_q(tokens))
+        k = self._split_heads(self.to_k(tokens))
+        v = self._split_heads(self.to_v(tokens))
         del tokens
         if self.causal:
             attended = frame_causal_attention(q, k, v, height * width)

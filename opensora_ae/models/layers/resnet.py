@@ -21,7 +21,8 @@ ConvFactory = Callable[[int, int, int], nn.Module]
 
 
 class ResnetBlock(nn.Module):
-    """Pre-norm residual block on ``B C T H W`` (or ``B C H W`` with 2-D convs).
+    """Pre-norm residual block on ``B C T H W`` (or ``B C H W`` with 2-D convs); a checkpointing unit
+    (``layers/checkpointing.py``).
 
     Args:
         in_channels, out_channels: widths.
@@ -31,6 +32,8 @@ class ResnetBlock(nn.Module):
         shortcut_name: state-dict name of the 1x1(x1) shortcut conv ("conv_shortcut", "nin_shortcut", "conv3").
         shortcut_kernel_size: 1 normally; 3 for Open-Sora-Plan's ``conv_shortcut=True`` variant.
     """
+
+    gradient_checkpointing = False
 
     def __init__(
         self,
@@ -60,12 +63,8 @@ class ResnetBlock(nn.Module):
             return self._shortcut(x) + h
         # Inference with causal convs: each step replaces the previous tensor, so at most the input, one padded
         # activation and one conv output are alive (the straightforward form also keeps the unpadded activation).
-        h = self.norm1(x)
-        h = pad_silu_(self.conv1, h)
-        h = self.conv1.conv(h)
-        h = self.norm2(h)
-        h = pad_silu_(self.conv2, h)
-        h = self.conv2.conv(h)
+        h = norm_silu_conv(self.norm1, self.conv1, x)
+        h = norm_silu_conv(self.norm2, self.conv2, h)
         return h.add_(self._shortcut(x))
 
     def _shortcut(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,6 +74,14 @@ class ResnetBlock(nn.Module):
         """Both convs are ``CausalConv3d`` and dropout is off (dropout does not commute with padding)."""
         dropout_off = not self.training or self.dropout.p == 0
         return dropout_off and isinstance(self.conv1, CausalConv3d) and isinstance(self.conv2, CausalConv3d)
+
+
+def norm_silu_conv(norm: nn.Module, conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``conv(silu(norm(x)))``; without autograd and with a ``CausalConv3d``, the SiLU runs in place on the conv's
+    padded input (``pad_silu_``), so the unpadded activation is never stored next to the padded one."""
+    if torch.is_grad_enabled() or not isinstance(conv, CausalConv3d):
+        return conv(F.silu(norm(x)))
+    return conv.conv(pad_silu_(conv, norm(x)))
 
 
 def pad_silu_(conv: CausalConv3d, h: torch.Tensor) -> torch.Tensor:
