@@ -163,7 +163,7 @@ def test_runtime_keys_of_the_next_stage_config_apply(tmp_path: Path) -> None:
     model_cfg, _ = _model_cfg(CONFIGS / "train" / "video_dc_ae_disc.py", tokens)
     disc_phase = build_model(model_cfg)
     assert disc_phase.latent_channels == 4 and disc_phase.config["disc_off_grad_ckpt"] is True
-    assert disc_phase.decoder.disc_off_grad_ckpt
+    assert disc_phase.disc_off_grad_ckpt
 
 
 def test_command_line_model_keys_reach_the_checkpoint_check(tmp_path: Path) -> None:

@@ -224,9 +224,14 @@ def constructor_kwargs(cls: type, config: Mapping[str, Any], path: str | os.Path
     check_config_class(cls, config, path)
     kwargs = {k: v for k, v in config.items() if k not in ("type", "target") and not is_metadata_key(k)}
     # VideoAutoencoder.config_keys also lists the shared keys its constructor takes through **shared.
-    keys = getattr(cls, "config_keys", None)
-    known = [name for name in (keys() if keys else list(inspect.signature(cls.__init__).parameters)[1:])
-             if not is_metadata_key(name)]
+    if hasattr(cls, "config_keys"):
+        names = list(cls.config_keys())
+    else:
+        parameters = inspect.signature(cls.__init__).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            return kwargs
+        names = list(parameters)[1:]
+    known = [name for name in names if not is_metadata_key(name)]
     unknown = sorted(set(kwargs) - set(known))
     if unknown:
         raise CheckpointError(f"{path}: unknown {cls.__name__} config keys {unknown}; known keys: {known}")
