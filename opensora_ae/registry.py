@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import typing
 from typing import Any, Mapping
 
 from mmengine.registry import Registry
@@ -61,12 +62,33 @@ def component_class(cfg: Mapping[str, Any], registry: Registry) -> type:
 
 
 def init_parameters(cls: type) -> dict[str, inspect.Parameter] | None:
-    """The keyword parameters of ``cls(...)`` by name; None when its ``__init__`` takes ``**kwargs`` (any name)."""
+    """The keyword parameters of ``cls(...)`` by name; None when its ``__init__`` takes ``**kwargs`` (any name).
+
+    ``**kwargs: Unpack[SomeTypedDict]`` (the models' shared keys) counts as that TypedDict's keys.
+    """
     parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]  # without self
-    if any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
-        return None
     keyword_kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return {parameter.name: parameter for parameter in parameters if parameter.kind in keyword_kinds}
+    named = {parameter.name: parameter for parameter in parameters if parameter.kind in keyword_kinds}
+    var_keyword = next((parameter for parameter in parameters if parameter.kind is parameter.VAR_KEYWORD), None)
+    if var_keyword is None:
+        return named
+    typed_keys = _unpacked_keys(cls.__init__, var_keyword.name)
+    if typed_keys is None:
+        return None
+    return {**named, **{key: inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, annotation=annotation)
+                        for key, annotation in typed_keys.items()}}
+
+
+def _unpacked_keys(function: Any, name: str) -> dict[str, Any] | None:
+    """The keys -> types of ``**name: Unpack[TypedDict]`` in ``function``'s signature, else None."""
+    try:
+        hint = typing.get_type_hints(function, include_extras=True).get(name)
+    except (NameError, TypeError):
+        return None
+    if typing.get_origin(hint) is not typing.Unpack:
+        return None
+    (typed_dict,) = typing.get_args(hint)
+    return typing.get_type_hints(typed_dict) if typing.is_typeddict(typed_dict) else None
 
 
 def build(cfg: dict | None, registry: Registry, **extra: Any) -> Any:

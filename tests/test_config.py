@@ -172,3 +172,12 @@ def test_model_builder_keys_include_every_weight_loading_key():
     from opensora_ae.models import LOAD_KEYS
 
     assert set(LOAD_KEYS) <= set(BUILDER_KEYS["model"])
+
+
+def test_shared_model_keys_are_known_and_typed(config_dir):
+    """The keys every family takes through ``**shared`` (tiling, disc_off_grad_ckpt) are real parameters."""
+    with pytest.raises(ConfigError, match=r"did you mean --model\.temporal_tile_size\?"):
+        load_config(config_dir / "base.py", ["--model.temporal_tile_sise", "16"])
+    cfg = load_config(config_dir / "base.py", ["--model.temporal_tile_size", "1.6e1", "--model.disc_off_grad_ckpt",
+                                               "TRUE"])
+    assert type(cfg.model.temporal_tile_size) is int and cfg.model.disc_off_grad_ckpt is True
