@@ -88,3 +88,28 @@ def test_fsdp_two_ranks_equal_one_process_and_resume_single_process(tmp_path, fi
                                                                       ckpt_every=0))
         run_training([str(resume_cfg), "--load", str(final), "--save-dir", str(tmp_path / "resumed")])
         assert _final(tmp_path / "resumed").name.endswith(f"global_step{STEPS + 1}")
+
+
+def _run(tmp_path: Path, fixed_data: Path, name: str, nproc: int, **overrides) -> Path:
+    batch_size = 2 // nproc
+    cfg = write_config(tmp_path / f"{name}.py", _config(fixed_data, batch_size=batch_size, max_steps=STEPS,
+                                                        ckpt_every=STEPS, **overrides))
+    run_training([str(cfg), "--save-dir", str(tmp_path / name)], nproc=nproc)
+    return _final(tmp_path / name)
+
+
+@pytest.mark.slow
+def test_fsdp_bf16_mixed_precision_close_to_autocast_and_fp32(tmp_path, fixed_data, single_process_run):
+    """zero2 in bf16 gathers bf16 parameters and reduces fp32 gradients (MixedPrecisionPolicy); its weights after
+    a few steps are close to a 1-process bf16 autocast run and to fp32, far closer than the training moved them."""
+    sharded = load_safetensors(_run(tmp_path, fixed_data, "zero2_bf16", 2, plugin="zero2", dtype="bf16") /
+                               "model.safetensors")
+    autocast = load_safetensors(_run(tmp_path, fixed_data, "single_bf16", 1, dtype="bf16") / "model.safetensors")
+    fp32 = load_safetensors(_final(single_process_run) / "model.safetensors")
+    initial = load_safetensors(_run(tmp_path, fixed_data, "initial", 1, lr_scheduler=dict(warmup_steps=0),
+                                    optim=dict(cls="AdamW", lr=0.0)) / "model.safetensors")
+    for key in fp32:
+        moved = (fp32[key] - initial[key]).abs().max()
+        assert moved > 1e-3, key
+        assert (sharded[key] - autocast[key]).abs().max() < 0.1 * moved, key
+        assert (sharded[key] - fp32[key]).abs().max() < 0.2 * moved, key
