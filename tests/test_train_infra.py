@@ -88,3 +88,59 @@ def test_fsdp2_gathers_in_the_run_dtype_and_keeps_fp32_masters_and_gradients(sin
     for param in model.parameters():
         assert param.dtype == torch.float32 and param.grad.dtype == torch.float32
     assert parallel.fsdp_mp_policy(dtype).reduce_dtype == (None if dtype == torch.float32 else torch.float32)
+
+
+def _logger(run_dir, **kwargs):
+    from opensora_ae.train.logging import TrainLogger
+
+    return TrainLogger(run_dir, is_main=True, total_steps=4, **kwargs)
+
+
+def test_wandb_offline_run_id_is_stored_in_the_run_folder_and_reused(tmp_path, monkeypatch):
+    import json
+
+    from opensora_ae.train.logging import WANDB_ID_FILE
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    ids = []
+    for _ in range(2):  # the first run, then the one resumed with --load (same run folder)
+        logger = _logger(tmp_path, use_wandb=True, run_name="demo")
+        ids.append(logger.wandb.id)
+        logger.close()
+    stored = (tmp_path / WANDB_ID_FILE).read_text().strip()
+    assert ids == [stored, stored] and len(stored) >= 8
+    events = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(e["mode"], e["run_id"]) for e in events if e.get("event") == "wandb"] == [("offline", stored)] * 2
+    assert len(list((tmp_path / "wandb").glob(f"offline-run-*-{stored}"))) == 2
+    other = tmp_path / "other"
+    other.mkdir()
+    fresh = _logger(other, use_wandb=True)
+    assert fresh.wandb.id != stored
+    fresh.close()
+
+
+def test_loss_curve_leaves_the_global_backend_alone_and_skips_repeated_terms(tmp_path):
+    import matplotlib
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from opensora_ae.train.logging import loss_series
+
+    previous = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        logger = _logger(tmp_path)
+        for step in range(1, 4):
+            logger.accumulate({"loss": 1.0 / step, "loss_nll": 1.0 / step, "loss_kl": 0.1 * step, "loss_gen": 0.0})
+            logger.step(step, step, logger.window_metrics(), log=True, epoch=0)
+        figures = plt.get_fignums()
+        path = logger.plot_loss_curve()
+        logger.close()
+        assert matplotlib.get_backend() == "svg" and plt.get_fignums() == figures
+    finally:
+        matplotlib.use(previous)
+    assert Image.open(path).size == (700, 400)
+    series = loss_series(logger.history)
+    assert list(series) == ["loss", "loss_kl"]
+    assert series["loss_kl"] == [(1, 0.1), (2, 0.2), (3, pytest.approx(0.3))]
