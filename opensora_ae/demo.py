@@ -25,6 +25,7 @@ import resource
 import shutil
 import time
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 from opensora_ae.config import load_config
 from opensora_ae.data.samples import write_sample_dataset
@@ -42,6 +43,7 @@ INFERENCE_CONFIG = REPO_ROOT / "configs/vae/inference/demo_hunyuan_vae.py"
 # The sample clips: 4k+1 frames (the causal VAE's lengths), short side 128 (panels of at least 128 px).
 CLIP_FRAMES = 17
 SHORT_SIDE = 128
+T = TypeVar("T")
 
 
 def _say(message: str) -> None:
@@ -98,7 +100,8 @@ class StageTimer:
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         return time.process_time() + children.ru_utime + children.ru_stime
 
-    def run(self, name: str, fn, *args):
+    def run(self, name: str, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)``, timed as stage ``name``."""
         wall, cpu = time.perf_counter(), self._cpu()
         result = fn(*args)
         self.stages[name] = {"wall_s": round(time.perf_counter() - wall, 2), "cpu_s": round(self._cpu() - cpu, 2)}
