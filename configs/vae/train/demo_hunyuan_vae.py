@@ -2,7 +2,8 @@
 # clips of `python -m opensora_ae.data.samples OUT --short-side 128` (the demo passes --dataset.data_path):
 # random 9-frame 128x128 crops, two per step (batch 2 also puts CPU convolutions on oneDNN), pixel L1 plus a small
 # KL term. No perceptual term, so the result does not depend on whether an LPIPS backbone is cached.
-# Sized for about 10 minutes on 2 CPU cores (docs/benchmarks.md); uses the GPU when there is one.
+# Sized for 10 minutes on 2 idle CPU cores: a step costs ~7.5 CPU-seconds, so 120 steps are ~15 CPU-minutes, ~9
+# minutes of wall on two cores (docs/benchmarks.md, "Demo"); uses the GPU when there is one.
 _base_ = ["../_base_/demo_hunyuan_vae_model.py"]
 
 dataset = dict(
@@ -31,8 +32,8 @@ device = "auto"
 seed = 42
 outputs = "outputs/demo"
 epochs = 1000
-max_steps = 150
+max_steps = 120
 log_every = 5
-ckpt_every = 50
+ckpt_every = 40
 keep_n_latest = 2
 wandb = False
