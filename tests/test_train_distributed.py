@@ -100,10 +100,10 @@ def _run(tmp_path: Path, fixed_data: Path, name: str, nproc: int, **overrides) -
 
 @pytest.mark.slow
 def test_fsdp_bf16_mixed_precision_close_to_autocast_and_fp32(tmp_path, fixed_data, single_process_run):
-    """zero2 in bf16 gathers bf16 parameters and reduces fp32 gradients (MixedPrecisionPolicy); after a few steps
-    its weights differ from a 1-process bf16 autocast run by under a tenth of how far training moved them, and stay
-    near the fp32 run (measured: bf16 vs fp32 up to ~30 % of the move on the output conv, where Adam's normalised
-    update amplifies bf16 rounding of near-zero gradients)."""
+    """zero2 in bf16 gathers bf16 parameters and reduces fp32 gradients (MixedPrecisionPolicy). After a few steps
+    its weights differ from a 1-process bf16 autocast run by under a tenth of how far training moved them, and on
+    average stay close to the fp32 run (single elements may not: Adam's normalised step turns the bf16 rounding of
+    a near-zero gradient into a full step of the other sign)."""
     sharded = load_safetensors(_run(tmp_path, fixed_data, "zero2_bf16", 2, plugin="zero2", dtype="bf16") /
                                "model.safetensors")
     autocast = load_safetensors(_run(tmp_path, fixed_data, "single_bf16", 1, dtype="bf16") / "model.safetensors")
@@ -111,10 +111,10 @@ def test_fsdp_bf16_mixed_precision_close_to_autocast_and_fp32(tmp_path, fixed_da
     initial = load_safetensors(_run(tmp_path, fixed_data, "initial", 1, lr_scheduler=dict(warmup_steps=0),
                                     optim=dict(cls="AdamW", lr=0.0)) / "model.safetensors")
     for key in fp32:
-        moved = (fp32[key] - initial[key]).abs().max()
-        assert moved > 1e-3, key
-        assert (sharded[key] - autocast[key]).abs().max() < 0.1 * moved, key
-        assert (sharded[key] - fp32[key]).abs().max() < 0.5 * moved, key
+        moved = (fp32[key] - initial[key]).abs()
+        assert moved.max() > 1e-3, key
+        assert (sharded[key] - autocast[key]).abs().max() < 0.1 * moved.max(), key
+        assert (sharded[key] - fp32[key]).abs().mean() < 0.25 * moved.mean(), key
 
 
 def _two_node_run(tmp_path: Path, fixed_data: Path, plugin: str, timeout: int = 420) -> Path:
