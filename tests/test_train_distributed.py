@@ -101,20 +101,21 @@ def _run(tmp_path: Path, fixed_data: Path, name: str, nproc: int, **overrides) -
 @pytest.mark.slow
 def test_fsdp_bf16_mixed_precision_close_to_autocast_and_fp32(tmp_path, fixed_data, single_process_run):
     """zero2 in bf16 gathers bf16 parameters and reduces fp32 gradients (MixedPrecisionPolicy). After a few steps
-    its weights differ from a 1-process bf16 autocast run by under a tenth of how far training moved them, and on
-    average stay close to the fp32 run (single elements may not: Adam's normalised step turns the bf16 rounding of
-    a near-zero gradient into a full step of the other sign)."""
+    its weights differ on average from a 1-process bf16 autocast run and from the fp32 run by a few percent of how
+    far training moved them (measured: under 1 %). Single elements may differ by up to a step: Adam's normalised
+    update turns the rounding of a near-zero gradient into a full step of the other sign."""
     sharded = load_safetensors(_run(tmp_path, fixed_data, "zero2_bf16", 2, plugin="zero2", dtype="bf16") /
                                "model.safetensors")
     autocast = load_safetensors(_run(tmp_path, fixed_data, "single_bf16", 1, dtype="bf16") / "model.safetensors")
     fp32 = load_safetensors(_final(single_process_run) / "model.safetensors")
     initial = load_safetensors(_run(tmp_path, fixed_data, "initial", 1, lr_scheduler=dict(warmup_steps=0),
                                     optim=dict(cls="AdamW", lr=0.0)) / "model.safetensors")
+    assert any(not torch.equal(sharded[key], fp32[key]) for key in fp32)  # bf16 did run
     for key in fp32:
-        moved = (fp32[key] - initial[key]).abs()
-        assert moved.max() > 1e-3, key
-        assert (sharded[key] - autocast[key]).abs().max() < 0.1 * moved.max(), key
-        assert (sharded[key] - fp32[key]).abs().mean() < 0.25 * moved.mean(), key
+        moved = (fp32[key] - initial[key]).abs().mean()
+        assert moved > 1e-3, key
+        assert (sharded[key] - autocast[key]).abs().mean() < 0.05 * moved, key
+        assert (sharded[key] - fp32[key]).abs().mean() < 0.05 * moved, key
 
 
 def _two_node_run(tmp_path: Path, fixed_data: Path, plugin: str, timeout: int = 420) -> Path:
