@@ -206,16 +206,23 @@ class TrainLogger:
             self.wandb.finish()
 
 
-def loss_series(history: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+def loss_series(history: list[dict[str, Any]], rel_tol: float = 1e-3) -> dict[str, list[tuple[int, float]]]:
     """``{term: [(step, value), ...]}`` of the loss terms worth plotting: ``loss`` and ``loss_*`` terms that are
-    not zero throughout and whose finite points are not those of a term already kept."""
+    not zero throughout and that do not repeat a term already kept (same steps, every value within ``rel_tol``:
+    ``loss`` is ``loss_recon`` plus a 1e-6-weighted KL, one line on any plot)."""
     keys = [k for k in history[-1] if k == "loss" or k.startswith("loss_")]
     series: dict[str, list[tuple[int, float]]] = {}
     for key in keys:
         points = [(r["step"], r[key]) for r in history if key in r and math.isfinite(r[key])]
-        if points and any(v != 0.0 for _, v in points) and points not in series.values():
+        if points and any(v != 0.0 for _, v in points) and not any(
+                _same_curve(points, kept, rel_tol) for kept in series.values()):
             series[key] = points
     return series
+
+
+def _same_curve(a: list[tuple[int, float]], b: list[tuple[int, float]], rel_tol: float) -> bool:
+    return len(a) == len(b) and all(sa == sb and math.isclose(va, vb, rel_tol=rel_tol, abs_tol=1e-12)
+                                    for (sa, va), (sb, vb) in zip(a, b))
 
 
 def _read_history(path: Path) -> list[dict[str, Any]]:
