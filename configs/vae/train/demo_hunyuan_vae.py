@@ -2,8 +2,8 @@
 # clips of `python -m opensora_ae.data.samples OUT --short-side 128` (the demo passes --dataset.data_path):
 # random 9-frame 128x128 crops, two per step (batch 2 also puts CPU convolutions on oneDNN), pixel L1 plus a small
 # KL term. No perceptual term, so the result does not depend on whether an LPIPS backbone is cached.
-# Sized for 10 minutes on 2 idle CPU cores: a step costs ~7.5 CPU-seconds, so 120 steps are ~15 CPU-minutes, ~9
-# minutes of wall on two cores (docs/benchmarks.md, "Demo"); uses the GPU when there is one.
+# Sized for 10 minutes on 2 idle CPU cores: 120 steps took 741 CPU-seconds (6.2 per step), ~7.5 minutes of wall on
+# two cores (docs/benchmarks.md, "Demo", with the held-out PSNR reached); uses the GPU when there is one.
 _base_ = ["../_base_/demo_hunyuan_vae_model.py"]
 
 dataset = dict(
@@ -21,8 +21,8 @@ lr_scheduler = dict(warmup_steps=10)
 grad_clip = 1.0
 ema_decay = None
 
-# The posterior mean is decoded while training: with 120 steps there is no time to learn latents large enough
-# to outvote unit-variance sampling noise (sampled: 16.7 dB after 50 steps); the KL term still regularises it.
+# The posterior mean is decoded while training (the KL term still regularises it), so the demo's only randomness
+# is the seeded data order and crops; sampling the posterior measured no better here (16.7 dB after 50 steps).
 forward_kwargs = dict(sample_posterior=False)
 
 vae_loss_config = dict(
