@@ -96,6 +96,7 @@ def _logger(run_dir, **kwargs):
     return TrainLogger(run_dir, is_main=True, total_steps=4, **kwargs)
 
 
+@pytest.mark.slow  # three wandb.init calls: ~10-45 s on 2 shared cores
 def test_wandb_offline_run_id_is_stored_in_the_run_folder_and_reused(tmp_path, monkeypatch):
     import json
 
