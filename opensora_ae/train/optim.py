@@ -1,8 +1,11 @@
 """Optimizers and learning-rate schedules from Open-Sora config dicts.
 
-``optim = dict(cls="AdamW" | "HybridAdam", lr, eps, weight_decay, betas, adamw_mode=True)``: ``HybridAdam`` is
-ColossalAI's fused CPU/GPU Adam; here it is an alias of :class:`torch.optim.AdamW` (``adamw_mode=False`` gives
-Adam with L2 weight decay, as in ColossalAI). ``lr_scheduler = dict(warmup_steps)``: Open-Sora's
+``optim = dict(cls="AdamW" | "HybridAdam", lr, eps, weight_decay, betas, adamw_mode=True, fused=None,
+foreach=None)``: ``HybridAdam`` is ColossalAI's fused CPU/GPU Adam; here it is an alias of
+:class:`torch.optim.AdamW` (``adamw_mode=False`` gives Adam with L2 weight decay, as in ColossalAI). ``fused`` and
+``foreach`` go to the torch optimizer as they are; left unset, the update is fused when every parameter is on a
+CUDA device (one kernel per step instead of one per tensor, as torchtitan does) and torch's own default
+(``foreach`` on CPU) otherwise. ``lr_scheduler = dict(warmup_steps)``: Open-Sora's
 ``LinearWarmupLR``, ``lr * (step + 1) / (warmup_steps + 1)`` for the first ``warmup_steps`` steps, then constant.
 """
 
@@ -34,18 +37,36 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Mapping[str, Any]
         weight_decay=float(cfg.pop("weight_decay", 0.0)),
         betas=tuple(cfg.pop("betas", (0.9, 0.999))),
     )
+    implementation = _implementation(cfg.pop("fused", None), cfg.pop("foreach", None), key)
     if cfg:
         raise ValueError(f"config key {key} has unknown entries {sorted(cfg)}; known: cls, lr, eps, weight_decay, "
-                         f"betas, adamw_mode")
+                         f"betas, adamw_mode, fused, foreach")
     trainable = [p for p in params if p.requires_grad]
     if not trainable:
         raise ValueError(f"{key}: the model has no trainable parameters")
-    groups = [{"params": trainable}]
     no_decay = [p for p in no_decay_params if p.requires_grad]
+    if not implementation and all(p.is_cuda for p in trainable + no_decay):
+        implementation = {"fused": True}
+    groups = [{"params": trainable}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
     cls = torch.optim.AdamW if adamw_mode else torch.optim.Adam
-    return cls(groups, **kwargs)
+    return cls(groups, **kwargs, **implementation)
+
+
+def _implementation(fused: Any, foreach: Any, key: str) -> dict[str, bool]:
+    """The ``fused``/``foreach`` keyword arguments the user set (None = unset); both true is an error."""
+    chosen = {}
+    for name, value in (("fused", fused), ("foreach", foreach)):
+        if value is None:
+            continue
+        if not isinstance(value, bool):
+            raise ValueError(f"config key {key}.{name}={value!r} must be true, false or none")
+        chosen[name] = value
+    if chosen.get("fused") and chosen.get("foreach"):
+        raise ValueError(f"config keys {key}.fused and {key}.foreach are both true; torch optimizers take one: "
+                         f"set the other to false or none")
+    return chosen
 
 
 class LinearWarmupLR(LRScheduler):

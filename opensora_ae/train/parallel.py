@@ -8,7 +8,10 @@
   or on (ZeRO-3). This is what Open-Sora gets from ColossalAI's ``LowLevelZeroPlugin`` / ``GeminiPlugin``;
   ColossalAI itself is not used (its ZeRO plugins need CUDA and it pins torch <= 2.5.1).
 * ``dtype``: master weights stay fp32; forward/backward run under ``torch.autocast`` in bf16 or fp16
-  (fp16 adds a gradient scaler, see :func:`make_grad_scaler`).
+  (fp16 adds a gradient scaler, see :func:`make_grad_scaler`). Under FSDP2 a bf16/fp16 run also gathers the
+  parameters in that dtype and reduces gradients in fp32 (``MixedPrecisionPolicy(param_dtype, reduce_dtype=fp32)``,
+  as torchtitan does): half the all-gather traffic, no loss of gradient precision in the reduction, and the sharded
+  master weights and optimizer state stay fp32.
 """
 
 from __future__ import annotations
@@ -156,6 +159,7 @@ def wrap_model(
     plugin: str = "ddp",
     keep_unsharded: torch.Tensor | None = None,
     find_unused_parameters: bool = False,
+    param_dtype: torch.dtype = torch.float32,
 ) -> nn.Module:
     """Wrap ``model`` (already on ``ctx.device``) for data parallelism; returns the module to call.
 
@@ -163,6 +167,7 @@ def wrap_model(
     sharded in place and the returned module is the model itself; with ``ddp`` it is the DDP wrapper (``.module``
     is the model). ``find_unused_parameters`` (DDP only) lets trainable parameters that get no gradient in an
     iteration (e.g. a 2-D decoder that only latent losses reach) pass DDP's reduction, at the cost of a graph walk.
+    ``param_dtype`` (the run's compute dtype) selects the FSDP2 mixed-precision policy (:func:`fsdp_mp_policy`).
     """
     if plugin not in PLUGINS:
         raise ValueError(f"config key plugin={plugin!r} is not supported; use one of {PLUGINS}")
@@ -176,12 +181,27 @@ def wrap_model(
 
     broadcast_buffers_and_params(model)
     reshard = plugin == "zero3"
+    mp_policy = fsdp_mp_policy(param_dtype)
     for unit in _shard_units(model, keep_unsharded):
-        fully_shard(unit, reshard_after_forward=reshard)
+        fully_shard(unit, reshard_after_forward=reshard, mp_policy=mp_policy)
     # The root unit (parameters outside the blocks, the decoder's last layer among them) stays gathered after
     # forward in both modes: backward needs it at once, and the adaptive GAN weight differentiates through it.
-    fully_shard(model, reshard_after_forward=False)
+    fully_shard(model, reshard_after_forward=False, mp_policy=mp_policy)
     return model
+
+
+def fsdp_mp_policy(param_dtype: torch.dtype) -> Any:
+    """FSDP2's mixed-precision policy for a run computing in ``param_dtype``.
+
+    fp32: the default policy (no casts; bit-identical to no policy). bf16/fp16: parameters are all-gathered in
+    that dtype for forward and backward, gradients are reduced and kept in fp32 (``reduce_dtype``), and the root
+    casts its floating-point inputs to ``param_dtype`` (outputs stay in it; the loss runs under autocast).
+    """
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    if param_dtype == torch.float32:
+        return MixedPrecisionPolicy()
+    return MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
 
 
 def broadcast_buffers_and_params(model: nn.Module) -> None:

@@ -1,4 +1,4 @@
-# The tiny Video DC-AE of `make demo` (3 stages, 4x4x4 compression, ~0.5M parameters), shared by
+# The tiny Video DC-AE (3 stages, 4x4x4 compression, ~0.5M parameters), shared by
 # configs/vae/train/demo_dc_ae.py and configs/vae/inference/demo_dc_ae.py so that inference rebuilds
 # the trained model.
 model = dict(

@@ -1,4 +1,4 @@
-# `make demo`: reconstruct the held-out sample clips with the tiny Video DC-AE trained by
+# Reconstruct the held-out sample clips with the tiny Video DC-AE trained by
 # configs/vae/train/demo_dc_ae.py (same model, same 8-frame 32x32 clips), losslessly so that the metrics
 # measure the model only.
 #

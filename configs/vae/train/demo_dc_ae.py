@@ -1,5 +1,5 @@
-# `make demo`: a tiny Video DC-AE (3 stages, 4x4x4 compression, ~0.5M parameters) trained for 200
-# steps on the sample clips of `python -m opensora_ae.data.samples OUT` (the demo passes --dataset.data_path).
+# A tiny Video DC-AE (3 stages, 4x4x4 compression, ~0.5M parameters; the small case of benchmarks/bench_train_step.py,
+# formerly `make demo`) trained for 200 steps on the sample clips of `python -m opensora_ae.data.samples OUT`.
 # Uses the GPU when there is one; on CPU it is sized for 2 cores. Without a cached LPIPS VGG backbone the
 # perceptual term is dropped with a one-line message (skip_missing_perceptual).
 _base_ = ["../_base_/demo_dc_ae_model.py"]

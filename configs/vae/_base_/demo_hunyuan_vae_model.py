@@ -1,0 +1,15 @@
+# The small HunyuanVideo-style causal KL VAE of `make demo`: 4x8x8 compression to 16 latent channels (the
+# released model's latent), four stages of widths 16-32-64-64 with one resnet each and no mid-block attention
+# (~2.9M parameters). Shared by configs/vae/train/demo_hunyuan_vae.py and configs/vae/inference/demo_hunyuan_vae.py
+# so that inference rebuilds the trained model.
+model = dict(
+    type="hunyuan_vae",
+    latent_channels=16,
+    block_out_channels=(16, 32, 64, 64),
+    layers_per_block=1,
+    norm_num_groups=8,
+    mid_block_add_attention=False,
+    time_compression_ratio=4,
+    spatial_compression_ratio=8,
+    from_pretrained=None,  # inference: --model.from_pretrained, the demo's checkpoint folder (required)
+)
