@@ -78,8 +78,8 @@ def test_fsdp_two_ranks_equal_one_process_and_resume_single_process(tmp_path, fi
     single = _final(single_process_run)
     for name in ("model.safetensors", "ema.safetensors", "loss.safetensors"):
         _assert_close(load_safetensors(final / name), load_safetensors(single / name))
-    sharded_optim = torch.load(final / "optimizer.pt", weights_only=False)["state"]
-    single_optim = torch.load(single / "optimizer.pt", weights_only=False)["state"]
+    sharded_optim = torch.load(final / "optimizer.pt", weights_only=True)["state"]
+    single_optim = torch.load(single / "optimizer.pt", weights_only=True)["state"]
     for name, state in single_optim.items():
         _assert_close({"exp_avg": state["exp_avg"]}, {"exp_avg": sharded_optim[name]["exp_avg"]})
     if plugin == "zero2":
