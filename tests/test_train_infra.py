@@ -3,6 +3,8 @@ foreach), FSDP2 mixed-precision policy selection, wandb run-id reuse and the los
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -146,3 +148,20 @@ def test_loss_curve_leaves_the_global_backend_alone_and_skips_repeated_terms(tmp
     series = loss_series(logger.history)
     assert list(series) == ["loss", "loss_kl"]  # loss_nll, loss_recon: within 1e-3 of loss; loss_gen: zero
     assert series["loss_kl"] == [(1, 0.1), (2, 0.2), (3, pytest.approx(0.3))]
+
+
+def test_optional_packages_missing_skip_the_plot_and_refuse_wandb_in_one_line(tmp_path, monkeypatch, capsys):
+    """matplotlib and wandb are extras: without matplotlib the curve is skipped with a notice; --wandb True
+    without wandb is one error naming the extra."""
+    from opensora_ae.train.logging import TrainLogger
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    logger = _logger(tmp_path)
+    logger.accumulate({"loss": 1.0})
+    logger.step(1, 1, logger.window_metrics(), log=True, epoch=0)
+    assert logger.plot_loss_curve() is None and not (tmp_path / "loss_curve.png").exists()
+    logger.close()
+    assert "pip install 'opensora_ae[plot]'" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    with pytest.raises(ValueError, match=r"--wandb True needs the wandb package: pip install 'opensora_ae\[wandb\]'"):
+        TrainLogger(tmp_path / "w", is_main=True, total_steps=1, use_wandb=True)

@@ -9,6 +9,7 @@ continues the same wandb run (``wandb.init(id=..., resume="allow")``), online or
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -59,6 +60,14 @@ def wandb_run_id(run_dir: Path) -> str:
     return run_id
 
 
+def optional_import(module: str) -> Any | None:
+    """``module`` imported, or None when it is not installed (wandb and matplotlib are extras of the package)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
+
+
 class TrainLogger:
     """Collects step metrics; rank 0 prints, writes files and (optionally) talks to wandb."""
 
@@ -88,7 +97,10 @@ class TrainLogger:
         )
         self.wandb = None
         if is_main and use_wandb:
-            import wandb
+            wandb = optional_import("wandb")
+            if wandb is None:
+                raise ValueError("--wandb True needs the wandb package: pip install 'opensora_ae[wandb]', "
+                                 "or pass --wandb False")
 
             mode, run_id = wandb_mode(), wandb_run_id(self.run_dir)
             self.wandb = wandb.init(project=wandb_project, name=run_name, dir=str(self.run_dir), config=config or {},
@@ -179,6 +191,9 @@ class TrainLogger:
         pyplot backend and figures are untouched.
         """
         if not self.is_main or not self.history:
+            return None
+        if optional_import("matplotlib") is None:
+            print("notice: loss_curve.png needs matplotlib (pip install 'opensora_ae[plot]'); skipped", file=sys.stderr)
             return None
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
