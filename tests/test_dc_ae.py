@@ -161,3 +161,21 @@ def test_forward_hooks_fire_on_every_conv():
     with torch.no_grad():
         model(torch.rand(1, 3, 8, 16, 16))
     assert {id(m) for m in seen} == {id(m) for m in model.modules() if isinstance(m, torch.nn.Conv3d)}
+
+
+def test_saved_config_holds_the_architecture_resolved_from_model_name(tmp_path):
+    """config.json spells out what model_name supplied: the folder rebuilds the model without DC_AE_CONFIGS."""
+    import json
+
+    from opensora_ae.models.dc_ae import DC_AE_CONFIGS, VideoDCAE
+
+    named = DC_AE_CONFIGS["dc-ae-f32t4c128"]
+    model = VideoDCAE(model_name="dc-ae-f32t4c128", width_list=[8, 8, 16, 16, 32, 32], latent_channels=16,
+                      attention_head_dim=8)
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["encoder_block_types"] == list(named["encoder_block_types"])
+    assert saved["temporal_downsample"] == [bool(v) for v in named["temporal_downsample"]]
+    assert saved["width_list"] == [8, 8, 16, 16, 32, 32] and saved["latent_channels"] == 16
+    rebuilt = VideoDCAE(**{k: v for k, v in saved.items() if k not in ("type", "model_name")})
+    assert rebuilt.config == {**model.config, "model_name": None}

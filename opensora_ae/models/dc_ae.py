@@ -404,15 +404,18 @@ class VideoDCAE(PretrainedMixin, VideoAutoencoder):
         _check_widths(width_list, self.latent_channels)
         self.compression = (2 ** sum(map(bool, down[:-1])), 2 ** (stages - 1), 2 ** (stages - 1))
         self.pad_to_valid = pad_to_valid
-        self.encoder = DCAEEncoder(
-            in_channels, self.latent_channels, width_list, encoder_depths,
-            _as_tuple("encoder_block_types", pick("encoder_block_types", encoder_block_types), stages),
-            down, attention_head_dim, norm_eps,
-        )
-        self.decoder = DCAEDecoder(
-            in_channels, self.latent_channels, width_list, decoder_depths,
-            _as_tuple("decoder_block_types", pick("decoder_block_types", decoder_block_types), stages),
-            up, attention_head_dim, norm_eps,
+        encoder_types = _as_tuple("encoder_block_types", pick("encoder_block_types", encoder_block_types), stages)
+        decoder_types = _as_tuple("decoder_block_types", pick("decoder_block_types", decoder_block_types), stages)
+        self.encoder = DCAEEncoder(in_channels, self.latent_channels, width_list, encoder_depths, encoder_types, down,
+                                   attention_head_dim, norm_eps)
+        self.decoder = DCAEDecoder(in_channels, self.latent_channels, width_list, decoder_depths, decoder_types, up,
+                                   attention_head_dim, norm_eps)
+        # The architecture as resolved from model_name, so a saved folder rebuilds it if DC_AE_CONFIGS changes.
+        self.register_to_config(
+            latent_channels=self.latent_channels, width_list=list(width_list),
+            encoder_depth_list=list(encoder_depths), decoder_depth_list=list(decoder_depths),
+            encoder_block_types=list(encoder_types), decoder_block_types=list(decoder_types),
+            temporal_downsample=list(down), temporal_upsample=list(up), scaling_factor=self.scaling_factor,
         )
         # A trailing one-latent temporal tile would decode to 1 frame (single-frame path): never create one.
         self.init_shared(shared, skip_covered_tiles=True)
