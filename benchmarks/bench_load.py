@@ -1,13 +1,12 @@
 """Load time of the released-size Video DC-AE (``dc-ae-f32t4c128``, 459M parameters) through ``from_pretrained``.
 
 Builds the released architecture once with random weights, saves it with ``save_pretrained`` to a temporary folder,
-then times ``VideoDCAE.from_pretrained(folder)`` (build + read + load, fp32, CPU) ``--repeats`` times and prints
-the median. Run it against two checkouts to compare them (the script only uses the API both have):
+then times, ``--repeats`` times each (median, fp32, CPU), in the same process:
 
-    PYTHONPATH=/path/to/old/checkout python benchmarks/bench_load.py
-    PYTHONPATH=$PWD python benchmarks/bench_load.py
+* ``from_pretrained(folder)``: parameters created on the meta device, then the checkpoint tensors assigned;
+* the path it replaces: a full build with random init, then ``load_weights(model, folder)``.
 
-The last line is ``load_s: X`` (median seconds of one from_pretrained call).
+The last line is ``load_ratio: X`` (random-init build + load over ``from_pretrained``; above 1 = faster).
 """
 
 from __future__ import annotations
@@ -20,14 +19,24 @@ from pathlib import Path
 
 import torch
 
+from opensora_ae.models.checkpoint_io import load_weights
 from opensora_ae.models.dc_ae import VideoDCAE
 
 MODEL_NAME = "dc-ae-f32t4c128"
 
 
-def time_load(folder: Path) -> float:
+def time_from_pretrained(folder: Path) -> float:
     start = time.perf_counter()
     model = VideoDCAE.from_pretrained(folder)
+    elapsed = time.perf_counter() - start
+    del model
+    return elapsed
+
+
+def time_random_init_then_load(folder: Path) -> float:
+    start = time.perf_counter()
+    model = VideoDCAE(model_name=MODEL_NAME)
+    load_weights(model, folder)
     elapsed = time.perf_counter() - start
     del model
     return elapsed
@@ -46,12 +55,14 @@ def main() -> None:
         params = sum(p.numel() for p in source.parameters())
         source.save_pretrained(tmp)
         del source
-        times = [time_load(Path(tmp)) for _ in range(args.repeats)]
+        meta = [time_from_pretrained(Path(tmp)) for _ in range(args.repeats)]
+        eager = [time_random_init_then_load(Path(tmp)) for _ in range(args.repeats)]
         loaded = VideoDCAE.from_pretrained(tmp)
         assert loaded.state_dict().keys() == shapes.keys()
-    print(f"{MODEL_NAME}: {params / 1e6:.0f}M parameters, {args.threads} thread(s), runs: "
-          + ", ".join(f"{t:.2f}" for t in times))
-    print(f"load_s: {statistics.median(times):.2f}")
+    print(f"{MODEL_NAME}: {params / 1e6:.0f}M parameters, {args.threads} thread(s)")
+    for name, times in (("from_pretrained (meta + assign)", meta), ("random init + load_weights", eager)):
+        print(f"{name}: median {statistics.median(times):.2f} s, runs " + ", ".join(f"{t:.2f}" for t in times))
+    print(f"load_ratio: {statistics.median(eager) / statistics.median(meta):.2f}")
 
 
 if __name__ == "__main__":
