@@ -12,11 +12,9 @@ meets alike (config errors) are printed by rank 0 only; other errors name the ra
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import os
 import sys
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -36,22 +34,20 @@ def apply_model_config(cfg: Config, path: str) -> None:
     Keys starting with ``_`` (``_class_name``, ``_diffusers_version``: diffusers metadata) are ignored; keys set
     on the command line afterwards still win.
     """
+    from opensora_ae.models.config_io import CheckpointError, is_metadata_key, read_config_json
+
     file = Path(path)
     if not file.is_file():
         raise ConfigError(
             f"--model_config {path}: no such file; pass a model config.json (e.g. configs/vae/causal_vae/v1_1.json)")
     try:
-        fields = json.loads(file.read_text())
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"--model_config {path}: invalid JSON at line {err.lineno} ({err.msg})") from None
-    if not isinstance(fields, dict):
-        raise ConfigError(f"--model_config {path}: expected a JSON object of model hyper-parameters")
+        fields = {key: value for key, value in read_config_json(file).items() if not is_metadata_key(key)}
+    except CheckpointError as err:
+        raise ConfigError(f"--model_config {err}") from None
     if not isinstance(cfg.get("model"), dict):
         raise ConfigError(f"--model_config {path}: the config has no model dict to apply it to")
-    for key, value in fields.items():
-        if not key.startswith("_"):
-            cfg.model[key] = value
-    check_component_keys(cfg, [f"model.{key}" for key in fields if not key.startswith("_")])
+    cfg.model.update(fields)
+    check_component_keys(cfg, [f"model.{key}" for key in fields])
 
 
 @dataclass(frozen=True)
