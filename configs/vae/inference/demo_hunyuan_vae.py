@@ -3,22 +3,9 @@
 #
 #   python scripts/vae/inference.py configs/vae/inference/demo_hunyuan_vae.py \
 #       --model.from_pretrained outputs/demo/train/epoch*-global_step*   # a checkpoint folder of the demo run
-_base_ = ["../_base_/demo_hunyuan_vae_model.py"]
+_base_ = ["../_base_/demo_hunyuan_vae_model.py", "../_base_/demo_inference_run.py"]
 
-dtype = "fp32"
 batch_size = 1
-device = "auto"
 
 num_frames = 17
 resolution = (128, 128)
-dataset = dict(
-    type="video_text",
-    transform_name="resize_crop",
-    data_path="outputs/demo/data/heldout.csv",
-)
-
-save_dir = "outputs/demo/recon"
-layout = "v2"
-crf = 0  # lossless libx264rgb
-save_latents = False
-overwrite = False

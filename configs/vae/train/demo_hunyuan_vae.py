@@ -5,21 +5,15 @@
 # does not depend on whether an LPIPS backbone is cached. Short clips (5 = 4+1 frames, two latent frames) buy many
 # more steps per CPU-second than 9 or 17; the fully convolutional model then reconstructs the 17-frame held-out
 # clips. Sized for 10 minutes on 2 idle CPU cores (docs/benchmarks.md, "Demo"); uses the GPU when there is one.
-_base_ = ["../_base_/demo_hunyuan_vae_model.py"]
+_base_ = ["../_base_/demo_hunyuan_vae_model.py", "../_base_/demo_train_run.py"]
 
 dataset = dict(
-    type="video_text",
-    transform_name="resize_crop",
-    data_path="outputs/demo/data/train.csv",
     num_frames=5,
     image_size=(128, 128),
 )
 batch_size = 2
-num_workers = 0
 
 optim = dict(cls="AdamW", lr=2e-3, eps=1e-8, weight_decay=0.0, betas=(0.9, 0.99))
-lr_scheduler = dict(warmup_steps=20)
-grad_clip = 1.0
 ema_decay = None
 
 # The posterior mean is decoded while training (the KL term still regularises it), so the demo's only randomness
@@ -31,14 +25,4 @@ vae_loss_config = dict(
     kl_loss_weight=1e-7,
 )
 
-dtype = "fp32"
-plugin = "ddp"
-device = "auto"
-seed = 42
-outputs = "outputs/demo"
-epochs = 1000
 max_steps = 400
-log_every = 10
-ckpt_every = 100
-keep_n_latest = 2
-wandb = False
