@@ -98,3 +98,13 @@ def run_script(script: str, argv: list[str], monkeypatch) -> None:
     """Run ``scripts/vae/<script>`` in this process as ``__main__`` with ``argv`` (cheaper than a subprocess)."""
     monkeypatch.setattr(sys, "argv", [script, *argv])
     runpy.run_path(str(REPO / "scripts/vae" / script), run_name="__main__")
+
+
+def write_random_alexnet(folder: Path) -> Path:
+    """A seeded random AlexNet backbone saved under the file name LPIPS looks for (nothing is downloaded)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    path = folder / "alexnet-owt-7be5be79.pth"
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), path)
+    return path

@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 import torch
-import torchvision
 
+from inference_utils import write_random_alexnet
 from opensora_ae.data.video_io import write_video
 from opensora_ae.inference import evaluate as evaluate_module
 from opensora_ae.inference.evaluate import (EvalOptions, MetricSuite, MetricWeights, VideoPair, evaluate,
@@ -45,9 +45,7 @@ def write(path, frames: np.ndarray) -> None:
 def weight_files(tmp_path_factory):
     """Random AlexNet backbone and PWC-Net saved like the real weight files (nothing is downloaded)."""
     folder = tmp_path_factory.mktemp("weights")
-    torch.manual_seed(0)
-    alexnet = folder / "alexnet-owt-7be5be79.pth"
-    torch.save(torchvision.models.alexnet(weights=None).state_dict(), alexnet)
+    alexnet = write_random_alexnet(folder)
     pwcnet = folder / "network-default.pytorch"
     torch.save({key.replace("net", "module"): value for key, value in PWCNet().state_dict().items()}, pwcnet)
     return str(alexnet), str(pwcnet)

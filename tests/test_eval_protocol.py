@@ -12,8 +12,8 @@ import lpips as lpips_package
 import numpy as np
 import pytest
 import torch
-import torchvision
 
+from inference_utils import write_random_alexnet
 from opensora_ae.data.video_io import read_video, write_video
 from opensora_ae.inference.evaluate import EvalOptions, MetricWeights, evaluate, prepare_frames
 from opensora_ae.metrics import build_lpips, lpips_distance
@@ -78,11 +78,7 @@ def their_preprocess(frames: np.ndarray, short_side: int, crop: int) -> np.ndarr
 
 @pytest.fixture(scope="module")
 def alexnet_file(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("weights")
-    torch.manual_seed(0)
-    path = folder / "alexnet-owt-7be5be79.pth"
-    torch.save(torchvision.models.alexnet(weights=None).state_dict(), path)
-    return str(path)
+    return str(write_random_alexnet(tmp_path_factory.mktemp("weights")))
 
 
 def reference_lpips(alexnet_file: str, spatial: bool) -> lpips_package.LPIPS:
