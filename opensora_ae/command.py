@@ -15,6 +15,7 @@ import inspect
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -176,6 +177,11 @@ def _error_line(err: BaseException) -> str:
     return f"error: {where}{message}"
 
 
+# How long a silent rank waits for rank 0 to print a shared config error: leaving first would have torchrun
+# stop rank 0 before it prints. The launcher stops the waiting rank once rank 0 has exited.
+SILENT_RANK_GRACE_S = 20.0
+
+
 def _reports_error(err: BaseException) -> bool:
     """Under torchrun, a config error is the same on every rank: rank 0 reports it."""
     return not isinstance(err, ConfigError) or int(os.environ.get("RANK", "0")) == 0
@@ -192,6 +198,8 @@ def run_script(main: Callable[[], int | None], debug: bool = False) -> None:
             raise
         if _reports_error(err):
             print(_error_line(err), file=sys.stderr, flush=True)
+        else:
+            time.sleep(SILENT_RANK_GRACE_S)
         raise SystemExit(2) from None
     finally:
         from opensora_ae.train.parallel import destroy_distributed
