@@ -101,6 +101,26 @@ def test_dataset_transform_names(indexed_video):
         VideoTextDataset(str(indexed_video), transform_name="bogus")
 
 
+def test_random_crop_is_a_window_of_the_source_at_its_own_scale(indexed_video):
+    full = read_clip(indexed_video, 6, 1, 10)  # T H W C uint8, 48 x 80
+    seen = set()
+    for seed in range(6):
+        clip = load_clip(str(indexed_video), 6, 1, 10, (16, 24), np.random.default_rng(seed), "random_crop")
+        rng = np.random.default_rng(seed)
+        top, left = int(rng.integers(0, 48 - 16 + 1)), int(rng.integers(0, 80 - 24 + 1))  # top first, then left
+        window = to_model_input(full[:, top:top + 16, left:left + 24])
+        assert torch.equal(clip, window), seed
+        seen.add((top, left))
+    assert len(seen) == 6
+    centre = load_clip(str(indexed_video), 6, 1, 10, (16, 24), None, "random_crop")
+    assert torch.equal(centre, to_model_input(full[:, 16:32, 28:52]))
+    # A source smaller than the window is scaled to cover it, as the torch resize path does.
+    covered = load_clip(str(indexed_video), 6, 1, 10, (64, 64), None, "random_crop")
+    assert torch.equal(covered, load_clip(str(indexed_video), 6, 1, 10, (64, 64), None, "resize_crop_torch"))
+    dataset = VideoTextDataset(str(indexed_video), num_frames=6, image_size=(16, 24), transform_name="random_crop")
+    assert dataset[SampleRequest(0, 6, 16, 24, seed=3)]["video"].shape == (3, 6, 16, 24)
+
+
 def test_image_resize_in_the_decoder(tmp_path):
     image = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
     Image.fromarray(image).save(tmp_path / "still.png")

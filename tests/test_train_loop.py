@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from opensora_ae.train import checkpoint, parallel
 from opensora_ae.train.logging import wandb_mode
 from opensora_ae.train.loop import (OPTIONAL_KEYS, NonFiniteLossError, batch_video, build_models, random_clip_length,
                                     train)
-from opensora_ae.train.optim import LinearWarmupLR, build_optimizer
+from opensora_ae.train.optim import LinearWarmupLR, build_lr_scheduler, build_optimizer
 
 from train_helpers import (REPO, TinyConvAE, load_safetensors, run_training, sample_video, tiny_config, write_config,
                            write_fixed_clips)
@@ -259,6 +260,42 @@ def test_linear_warmup_matches_open_sora():
     assert lrs == pytest.approx([1 / 4, 2 / 4, 3 / 4, 1.0, 1.0])
 
 
+def _lrs(optimizer: torch.optim.Optimizer, scheduler, steps: int) -> list[float]:
+    lrs = []
+    for _ in range(steps):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+def test_cosine_decay_after_warmup_matches_torch_and_resumes_from_json():
+    def fresh():
+        return build_optimizer([torch.nn.Parameter(torch.zeros(1))], dict(cls="AdamW", lr=2.0))
+
+    cfg = dict(warmup_steps=3, decay="cosine", decay_steps=13, min_lr_ratio=0.1)
+    optimizer = fresh()
+    ours = _lrs(optimizer, build_lr_scheduler(optimizer, cfg), 16)
+    reference_optimizer = fresh()  # torch's own cosine over the 10 decay steps, eta_min = 0.1 * lr
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(reference_optimizer, T_max=10, eta_min=0.2)
+    reference = [2.0 * k / 4 for k in (1, 2, 3)] + _lrs(reference_optimizer, cosine, 11) + [0.2, 0.2]
+    assert ours == pytest.approx(reference)
+    optimizer = fresh()
+    scheduler = build_lr_scheduler(optimizer, cfg)
+    _lrs(optimizer, scheduler, 7)
+    state = json.loads(json.dumps(scheduler.state_dict()))
+    resumed_optimizer = fresh()
+    resumed = build_lr_scheduler(resumed_optimizer, cfg)
+    resumed.load_state_dict(state)
+    resumed_optimizer.param_groups[0]["lr"] = resumed.get_last_lr()[0]
+    assert _lrs(resumed_optimizer, resumed, 9) == pytest.approx(ours[7:])
+    for bad, message in ((dict(decay="linear"), "decay='linear'"), (dict(decay_steps=5), "only apply with"),
+                         (dict(decay="cosine", warmup_steps=5, decay_steps=5), "decay_steps=5 must be larger"),
+                         (dict(warmup=3), "unknown entries ['warmup']")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            build_lr_scheduler(fresh(), bad)
+
+
 def test_load_of_a_non_checkpoint_is_a_clear_error(tmp_path, clips):
     with pytest.raises(FileNotFoundError, match="not a training checkpoint"):
         _train_in_process(tmp_path, tiny_config(clips), overrides=("--load", str(tmp_path)))
@@ -405,3 +442,30 @@ def test_logged_losses_are_window_means(tmp_path):
     assert window == {"loss": 3.0, "loss_recon": 1.5, "lr": pytest.approx(0.3)}
     assert logger.window_metrics() == {}
     logger.close()
+
+
+def test_channels_last_trains_like_the_default_layout(tmp_path, clips, monkeypatch):
+    """``channels_last=True``: the model really runs in NDHWC (weights and batches) and trains to the same weights
+    as the default layout (convolution order of summation differs: 1e-5); checkpoints hold contiguous tensors."""
+    seen_layouts = []
+    real_batch_video = batch_video
+
+    def recording_batch_video(*args, **kwargs):
+        x = real_batch_video(*args, **kwargs)
+        seen_layouts.append(x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous())
+        return x
+
+    monkeypatch.setattr("opensora_ae.train.loop.batch_video", recording_batch_video)
+    base = dict(max_steps=3, model=TINY_DC_AE, ema_decay=None, ckpt_every=3, keep_n_latest=1)
+    runs = {layout: _train_in_process(tmp_path, tiny_config(clips, channels_last=layout, **base), name=str(layout))
+            for layout in (False, True)}
+    assert seen_layouts == [False] * 3 + [True] * 3
+    weights = {layout: load_safetensors(next(run.glob("epoch*-global_step3")) / "model.safetensors")
+               for layout, run in runs.items()}
+    assert weights[True].keys() == weights[False].keys()
+    for name, value in weights[False].items():
+        assert weights[True][name].is_contiguous()
+        torch.testing.assert_close(weights[True][name], value, rtol=1e-4, atol=1e-5, msg=name)
+    losses = {layout: [r["loss"] for r in _steps(run)] for layout, run in runs.items()}
+    assert losses[True][-1] != losses[True][0]  # the run trained
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)

@@ -8,6 +8,9 @@ resize filter (docs/data.md, "Decode path"):
   cut; no full-size RGB frame is made.
 * ``"resize_crop_torch"``: every kept frame is converted to full-size RGB, then
   :func:`~opensora_ae.data.transforms.resize_crop` resizes with torch (bilinear, antialiased) and crops.
+
+``"random_crop"`` keeps the source's scale instead: a window of ``size`` at a random offset (centre at inference),
+as image-codec training does; frames smaller than the window are scaled to cover it first.
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from opensora_ae.data.transforms import resize_crop, to_model_input
+from opensora_ae.data.transforms import random_crop, resize_crop, to_model_input
 from opensora_ae.data.video_io import read_clip
 
-CLIP_TRANSFORMS = ("resize_crop", "resize_crop_torch")
+CLIP_TRANSFORMS = ("resize_crop", "resize_crop_torch", "random_crop")
 
 
 def check_transform_name(transform_name: str) -> None:
@@ -37,4 +40,6 @@ def load_clip(path: str, num_frames: int, interval: int, start: int, size: tuple
     check_transform_name(transform_name)
     if transform_name == "resize_crop_torch":
         return resize_crop(read_clip(path, num_frames, interval, start), size[0], size[1], rng)
+    if transform_name == "random_crop":
+        return random_crop(read_clip(path, num_frames, interval, start), size[0], size[1], rng)
     return to_model_input(read_clip(path, num_frames, interval, start, size=size, rng=rng))

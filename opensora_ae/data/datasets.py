@@ -157,8 +157,9 @@ class VideoTextDataset(Dataset):
         sample_rate: frame interval of a clip (1 = consecutive frames).
         fps_max: when set, the interval is ``ceil(fps / fps_max)`` for sources faster than ``fps_max``
             (takes precedence over ``sample_rate``).
-        transform_name: ``"resize_crop"`` (resize to cover while decoding, then crop) or
-            ``"resize_crop_torch"`` (full-size RGB, then torch resize; see :mod:`opensora_ae.data.clips`).
+        transform_name: ``"resize_crop"`` (resize to cover while decoding, then crop),
+            ``"resize_crop_torch"`` (full-size RGB, then torch resize) or ``"random_crop"`` (a window at the
+            source's scale); see :mod:`opensora_ae.data.clips`.
         training: random clip start and random crop (True) or first frames and centre crop (False).
         probe_workers: processes probing files without metadata (None: ``min(8, usable cores)``; 1: in this
             process).

@@ -1,4 +1,4 @@
-"""Frame-level transforms: temporal sampling, the cover-and-crop rule and ``resize_crop``.
+"""Frame-level transforms: temporal sampling, the cover-and-crop rule, ``resize_crop`` and ``random_crop``.
 
 Input clips are ``T H W C`` uint8 (as read by :mod:`opensora_ae.data.video_io`); model inputs are float
 ``C T H W`` in ``[-1, 1]``.
@@ -93,6 +93,19 @@ def resize_crop(frames: np.ndarray | torch.Tensor, height: int, width: int,
                               antialias=plan.resized_h < src_h or plan.resized_w < src_w)
     video = video[:, :, plan.top:plan.top + height, plan.left:plan.left + width]
     return to_model_input(video.permute(0, 2, 3, 1))
+
+
+def random_crop(frames: np.ndarray | torch.Tensor, height: int, width: int,
+                rng: np.random.Generator | None = None) -> torch.Tensor:
+    """``T H W C`` uint8 -> float ``C T H W`` in [-1, 1]: a ``height x width`` window at the frames' own scale
+    (offset from ``rng``, top first; the centre when None). Frames smaller than the window on either side are
+    scaled to cover it first (:func:`resize_crop`)."""
+    video = _as_tensor(frames)
+    src_h, src_w = video.shape[1:3]
+    if src_h < height or src_w < width:
+        return resize_crop(video, height, width, rng)
+    top, left = _crop_offsets(src_h - height, src_w - width, rng)
+    return to_model_input(video[:, top:top + height, left:left + width])
 
 
 def to_model_input(frames: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ the base class owns what is the same everywhere:
   tiler built from them; ``enable_tiling`` / ``enable_spatial_tiling`` / ``enable_temporal_tiling`` /
   ``disable_tiling`` and ``enable_slicing`` / ``disable_slicing`` (one sample at a time);
 * activation checkpointing (``layers/checkpointing.py``), with the ``disc_off_grad_ckpt`` last-layer exception;
-* ``dtype`` / ``device`` and ``compile_blocks``.
+* ``dtype`` / ``device``, ``compile_blocks`` and ``to_channels_last``.
 """
 
 from __future__ import annotations
@@ -315,6 +315,23 @@ class VideoAutoencoder(nn.Module, ABC):
         repeated units, so compiling them keeps graphs small and reuses them across tiles and frame counts."""
         for block in _outermost(list(self.checkpointed_blocks())):
             block.compile(**compile_kwargs)
+
+    # ---- memory format --------------------------------------------------------------------------------------
+    def to_channels_last(self) -> VideoAutoencoder:
+        """Store conv weights channels-last (``channels_last_3d`` for 3-D kernels, ``channels_last`` for 2-D), the
+        layout oneDNN and cuDNN convolve fastest in; with inputs in it too (:func:`channels_last`), activations
+        stay in it. Values, ``state_dict`` keys and results are unchanged. Returns ``self``."""
+        with torch.no_grad():
+            for param in self.parameters():
+                param.data = channels_last(param.data)
+        return self
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the channels-last layout of its rank (``B C T H W`` -> strides of ``B T H W C``); other ranks as
+    they are."""
+    memory_format = {5: torch.channels_last_3d, 4: torch.channels_last}.get(x.dim())
+    return x if memory_format is None else x.contiguous(memory_format=memory_format)
 
 
 def _outermost(blocks: list[nn.Module]) -> list[nn.Module]:

@@ -40,6 +40,7 @@ from ..config import format_config, save_config
 from ..data import build_dataloader
 from ..losses import DiscriminatorLoss, GeneratorLoss, VAELoss, lpips_backbone_available
 from ..models import build_model, resolve_model_class
+from ..models.base import channels_last
 from ..registry import DISCRIMINATORS, build
 from . import parallel
 from .checkpoint import (RunningStates, Trainable, check_checkpoint, load_checkpoint, restore_interrupted_save,
@@ -56,7 +57,7 @@ OPTIONAL_KEYS = (
     "batch_size", "bucket_config", "num_workers", "prefetch_factor", "log_every", "ckpt_every", "keep_n_latest",
     "ema_decay", "grad_clip", "wandb", "wandb_project", "mixed_strategy", "mixed_image_ratio", "random_length_rule",
     "forward_kwargs", "loss_inputs", "skip_missing_perceptual", "lr_scheduler", "vae_loss_config",
-    "find_unused_parameters", "overwrite",
+    "find_unused_parameters", "overwrite", "channels_last",
 )
 RANDOM_LENGTH_RULES = ("any", "4k+1")
 
@@ -270,6 +271,8 @@ def build_models(cfg: Config, ctx: parallel.DistContext) -> Models:
         if keep_last_layer:
             exclude_last_layer_from_checkpointing(model)
     model.train()
+    if cfg.get("channels_last", False):
+        model.to_channels_last()
     if compile_blocks:
         model.compile_blocks()
     plugin = cfg.get("plugin", "ddp")
@@ -370,6 +373,8 @@ def batch_video(batch: dict[str, Any], cfg: Config, device: torch.device, step: 
     parameters collectively per call), and a resumed run cuts as the uninterrupted one.
     """
     x = batch["video"].to(device, non_blocking=True)
+    if cfg.get("channels_last", False):
+        x = channels_last(x)
     if cfg.get("mixed_strategy") == "mixed_video_random":
         rng = random.Random(int(cfg.get("seed", 42)) + step)
         x = x[:, :, : random_clip_length(x.shape[2], cfg.get("random_length_rule", "any"), rng)]

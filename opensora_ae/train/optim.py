@@ -7,11 +7,15 @@ foreach=None)``: ``HybridAdam`` is ColossalAI's fused CPU/GPU Adam; here it is a
 CUDA device (one kernel per step instead of one per tensor, as torchtitan does) and torch's own default
 (``foreach`` on CPU) otherwise. ``lr_scheduler = dict(warmup_steps)``: Open-Sora's
 ``LinearWarmupLR``, ``lr * (step + 1) / (warmup_steps + 1)`` for the first ``warmup_steps`` steps, then constant.
+``lr_scheduler = dict(warmup_steps, decay="cosine", decay_steps=N, min_lr_ratio=0.0)``: the same warm-up, then a
+half cosine from ``lr`` down to ``min_lr_ratio * lr`` at optimizer step ``decay_steps``, constant after that.
 """
 
 from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
+
+import math
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler
@@ -84,10 +88,45 @@ class LinearWarmupLR(LRScheduler):
         return list(self.base_lrs)
 
 
+class WarmupCosineLR(LinearWarmupLR):
+    """``LinearWarmupLR``'s warm-up, then ``base_lr * (m + (1 - m) * (1 + cos(pi * p)) / 2)`` with ``m`` =
+    ``min_lr_ratio`` and ``p`` the share of steps ``warmup_steps..decay_steps`` done (1 after ``decay_steps``)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int = 0, decay_steps: int = 0,
+                 min_lr_ratio: float = 0.0, last_epoch: int = -1) -> None:
+        if decay_steps <= warmup_steps:
+            raise ValueError(f"lr_scheduler.decay_steps={decay_steps} must be larger than warmup_steps={warmup_steps}"
+                             " (the step where the cosine reaches min_lr_ratio * lr; e.g. max_steps)")
+        if not 0.0 <= min_lr_ratio <= 1.0:
+            raise ValueError(f"lr_scheduler.min_lr_ratio={min_lr_ratio} must be in [0, 1]")
+        self.decay_steps = int(decay_steps)
+        self.min_lr_ratio = float(min_lr_ratio)
+        super().__init__(optimizer, warmup_steps, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        if self.last_epoch < self.warmup_steps:
+            return super().get_lr()
+        progress = min(1.0, (self.last_epoch - self.warmup_steps) / (self.decay_steps - self.warmup_steps))
+        factor = self.min_lr_ratio + (1.0 - self.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return [base * factor for base in self.base_lrs]
+
+
+SCHEDULER_KEYS = ("warmup_steps", "decay", "decay_steps", "min_lr_ratio")
+DECAYS = ("constant", "cosine")
+
+
 def build_lr_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any] | None, key: str = "lr_scheduler"
                        ) -> LinearWarmupLR:
     cfg = dict(cfg or {})
-    warmup = cfg.pop("warmup_steps", 0)
+    unknown = sorted(set(cfg) - set(SCHEDULER_KEYS))
+    if unknown:
+        raise ValueError(f"config key {key} has unknown entries {unknown}; known: {', '.join(SCHEDULER_KEYS)}")
+    decay = cfg.pop("decay", "constant")
+    warmup = int(cfg.pop("warmup_steps", 0))
+    if decay == "cosine":
+        return WarmupCosineLR(optimizer, warmup, int(cfg.pop("decay_steps", 0)), float(cfg.pop("min_lr_ratio", 0.0)))
+    if decay != "constant":
+        raise ValueError(f"config key {key}.decay={decay!r}: use one of {DECAYS}")
     if cfg:
-        raise ValueError(f"config key {key} has unknown entries {sorted(cfg)}; known: warmup_steps")
-    return LinearWarmupLR(optimizer, warmup_steps=int(warmup))
+        raise ValueError(f"config key {key}: {sorted(cfg)} only apply with decay='cosine'")
+    return LinearWarmupLR(optimizer, warmup_steps=warmup)
