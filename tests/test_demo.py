@@ -8,7 +8,7 @@ from opensora_ae.demo import run_demo
 
 # A shortened demo: every stage on the real 128 px sample clips, 2 training steps on small crops.
 SHORT = ["--max_steps", "2", "--ckpt_every", "1", "--log_every", "1", "--keep_n_latest", "0",
-         "--dataset.num_frames", "5", "--dataset.image_size", "(64, 64)", "--batch_size", "1"]
+         "--dataset.num_frames", "8", "--dataset.image_size", "(32, 32)", "--batch_size", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,8 @@ def test_demo_inference_config_rebuilds_the_trained_model():
     assert INFERENCE_CONFIG.parent == CONFIGS_DIR / "vae" / "inference"
 
     train_cfg, cfg = load_config(TRAIN_CONFIG).to_dict(), load_config(INFERENCE_CONFIG).to_dict()
-    assert cfg["model"] == train_cfg["model"] and cfg["model"]["type"] == "hunyuan_vae"
-    assert tuple(cfg["resolution"]) == tuple(train_cfg["dataset"]["image_size"]) == (SHORT_SIDE, SHORT_SIDE)
-    assert cfg["num_frames"] == CLIP_FRAMES and CLIP_FRAMES % 4 == 1 and train_cfg["dataset"]["num_frames"] % 4 == 1
+    assert cfg["model"] == train_cfg["model"] and cfg["model"]["type"] == "dc_ae"
+    assert tuple(cfg["resolution"]) == (SHORT_SIDE, SHORT_SIDE)  # held-out clips: centre square, full scale
+    assert train_cfg["dataset"]["transform_name"] == "random_crop"  # training windows at the same scale
+    assert cfg["num_frames"] == CLIP_FRAMES and CLIP_FRAMES % 4 == 0 and train_cfg["dataset"]["num_frames"] % 4 == 0
     assert train_cfg["vae_loss_config"]["perceptual_loss_weight"] == 0.0  # same result with or without LPIPS cached

@@ -260,7 +260,7 @@ def test_compare_script_pairs_by_relative_path(tmp_path, capsys):
 
 def test_every_model_family_has_an_inference_config():
     assert [path.stem for path in INFERENCE_CONFIGS] == [
-        "causal_vae", "demo_dc_ae", "demo_hunyuan_vae", "hunyuanvideo_vae", "opensora_v1_2", "video_dc_ae"]
+        "causal_vae", "demo_dc_ae", "demo_video_dc_ae", "hunyuanvideo_vae", "opensora_v1_2", "video_dc_ae"]
 
 
 @pytest.mark.parametrize("path", INFERENCE_CONFIGS, ids=lambda path: path.stem)

@@ -289,9 +289,13 @@ def test_cosine_decay_after_warmup_matches_torch_and_resumes_from_json():
     resumed.load_state_dict(state)
     resumed_optimizer.param_groups[0]["lr"] = resumed.get_last_lr()[0]
     assert _lrs(resumed_optimizer, resumed, 9) == pytest.approx(ours[7:])
+    optimizer = fresh()  # decay_steps defaults to the run's max_steps
+    del cfg["decay_steps"]
+    assert _lrs(optimizer, build_lr_scheduler(optimizer, cfg, max_steps=13), 16) == pytest.approx(ours)
     for bad, message in ((dict(decay="linear"), "decay='linear'"), (dict(decay_steps=5), "only apply with"),
                          (dict(decay="cosine", warmup_steps=5, decay_steps=5), "decay_steps=5 must be larger"),
-                         (dict(warmup=3), "unknown entries ['warmup']")):
+                         (dict(warmup=3), "unknown entries ['warmup']"),
+                         (dict(decay="cosine"), "needs decay_steps (or a max_steps")):
         with pytest.raises(ValueError, match=re.escape(message)):
             build_lr_scheduler(fresh(), bad)
 

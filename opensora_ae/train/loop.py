@@ -326,14 +326,14 @@ def build_trainables(cfg: Config, models: Models, losses: Losses, ctx: parallel.
     optimizer = build_optimizer(models.model.parameters(), cfg.get("optim", {}), "optim",
                                 no_decay_params=losses.vae.parameters())
     trainables = [Trainable("model", models.model, optimizer,
-                            build_lr_scheduler(optimizer, cfg.get("lr_scheduler"), "lr_scheduler"),
+                            build_lr_scheduler(optimizer, cfg.get("lr_scheduler"), "lr_scheduler", cfg.get("max_steps")),
                             parallel.make_grad_scaler(ctx.device, dtype), loss=losses.vae)]
     if models.discriminator is not None:
         disc_optim_cfg = cfg.get("optim_discriminator", cfg.get("optim", {}))
         disc_optimizer = build_optimizer(models.discriminator.parameters(), disc_optim_cfg, "optim_discriminator")
         trainables.append(Trainable("discriminator", models.discriminator, disc_optimizer,
                                     build_lr_scheduler(disc_optimizer, cfg.get("disc_lr_scheduler"),
-                                                       "disc_lr_scheduler"),
+                                                       "disc_lr_scheduler", cfg.get("max_steps")),
                                     parallel.make_grad_scaler(ctx.device, dtype)))
     return trainables
 

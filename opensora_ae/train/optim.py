@@ -7,8 +7,9 @@ foreach=None)``: ``HybridAdam`` is ColossalAI's fused CPU/GPU Adam; here it is a
 CUDA device (one kernel per step instead of one per tensor, as torchtitan does) and torch's own default
 (``foreach`` on CPU) otherwise. ``lr_scheduler = dict(warmup_steps)``: Open-Sora's
 ``LinearWarmupLR``, ``lr * (step + 1) / (warmup_steps + 1)`` for the first ``warmup_steps`` steps, then constant.
-``lr_scheduler = dict(warmup_steps, decay="cosine", decay_steps=N, min_lr_ratio=0.0)``: the same warm-up, then a
-half cosine from ``lr`` down to ``min_lr_ratio * lr`` at optimizer step ``decay_steps``, constant after that.
+``lr_scheduler = dict(warmup_steps, decay="cosine", decay_steps=None, min_lr_ratio=0.0)``: the same warm-up, then
+a half cosine from ``lr`` down to ``min_lr_ratio * lr`` at optimizer step ``decay_steps`` (None: the run's
+``max_steps``), constant after that.
 """
 
 from __future__ import annotations
@@ -115,8 +116,9 @@ SCHEDULER_KEYS = ("warmup_steps", "decay", "decay_steps", "min_lr_ratio")
 DECAYS = ("constant", "cosine")
 
 
-def build_lr_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any] | None, key: str = "lr_scheduler"
-                       ) -> LinearWarmupLR:
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any] | None, key: str = "lr_scheduler",
+                       max_steps: int | None = None) -> LinearWarmupLR:
+    """The schedule of ``cfg`` (see the module docstring); ``max_steps`` is the cosine's default end."""
     cfg = dict(cfg or {})
     unknown = sorted(set(cfg) - set(SCHEDULER_KEYS))
     if unknown:
@@ -124,7 +126,11 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any] 
     decay = cfg.pop("decay", "constant")
     warmup = int(cfg.pop("warmup_steps", 0))
     if decay == "cosine":
-        return WarmupCosineLR(optimizer, warmup, int(cfg.pop("decay_steps", 0)), float(cfg.pop("min_lr_ratio", 0.0)))
+        decay_steps = cfg.pop("decay_steps", None)
+        if decay_steps is None and max_steps is None:
+            raise ValueError(f"config key {key}: decay='cosine' needs decay_steps (or a max_steps for the run)")
+        decay_steps = int(max_steps if decay_steps is None else decay_steps)
+        return WarmupCosineLR(optimizer, warmup, decay_steps, float(cfg.pop("min_lr_ratio", 0.0)))
     if decay != "constant":
         raise ValueError(f"config key {key}.decay={decay!r}: use one of {DECAYS}")
     if cfg:

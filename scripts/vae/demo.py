@@ -1,4 +1,4 @@
-"""``make demo``: train a small 4x8x8 causal KL VAE (HunyuanVideo architecture) on sample clips, then reconstruct
+"""``make demo``: train a small 4x8x8 Video DC-AE on sample clips, then reconstruct
 and score held-out clips.
 
     python scripts/vae/demo.py [OUT_DIR] [training overrides, e.g. --max_steps 50]

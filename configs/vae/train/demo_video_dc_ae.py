@@ -1,0 +1,31 @@
+# `make demo`: the small 4x8x8 Video DC-AE of ../_base_/demo_video_dc_ae_model.py trained from scratch on the
+# 128 px sample clips of `python -m opensora_ae.data.samples OUT --short-side 128 --clip-frames 16` (the demo
+# passes --dataset.data_path). Eight random 8-frame 64x64 windows per step at the clips' own scale
+# (random_crop: no resize, so the held-out clips are scored at the scale the model learnt), pixel L1 only (no
+# perceptual term, so the result does not depend on whether an LPIPS backbone is cached), AdamW with a cosine
+# decay over the run, channels-last convolutions (2x faster DC-AE steps on the CPU). The fully convolutional
+# model then reconstructs the 16-frame 128x128 held-out clips. Sized for 10 minutes wall on 2 idle CPU cores
+# (docs/benchmarks.md, "Demo"); uses the GPU when there is one.
+_base_ = ["../_base_/demo_video_dc_ae_model.py", "../_base_/demo_train_run.py"]
+
+dataset = dict(
+    num_frames=8,
+    image_size=(64, 64),
+    transform_name="random_crop",
+)
+batch_size = 8
+channels_last = True
+# The loss is summed over each frame's pixels (Open-Sora's convention), so its gradient norm is in the thousands: a
+# clip at 1.0 rescaled every step and cost 3 dB (18.2 dB where 21.4 dB without it, docs/benchmarks.md, "Demo").
+grad_clip = None
+
+optim = dict(cls="AdamW", lr=4e-3, eps=1e-8, weight_decay=0.0, betas=(0.9, 0.99))
+lr_scheduler = dict(warmup_steps=20, decay="cosine", min_lr_ratio=0.05)  # decays to 5% at max_steps
+ema_decay = None
+
+vae_loss_config = dict(
+    perceptual_loss_weight=0.0,
+    kl_loss_weight=0.0,
+)
+
+max_steps = 450
