@@ -2,7 +2,7 @@
 # size, 48x fewer values than pixels), four ResBlock stages of widths 8-16-32-64, time halved in the second and
 # third downsamplings (~0.8M parameters). DC-AE's parameter-free space-to-channel shortcuts around every
 # down/upsampler make it learn fast from scratch: on the demo's clips it beat a HunyuanVideo-style KL VAE of
-# this compression by ~5 dB at equal CPU time (docs/benchmarks.md, "Demo").
+# this compression by ~3 dB in the same 10 minutes (docs/benchmarks.md, "Demo").
 # Shared by configs/vae/train/demo_video_dc_ae.py and configs/vae/inference/demo_video_dc_ae.py so that inference
 # rebuilds the trained model.
 model = dict(
