@@ -292,6 +292,8 @@ def test_cosine_decay_after_warmup_matches_torch_and_resumes_from_json():
     optimizer = fresh()  # decay_steps defaults to the run's max_steps
     del cfg["decay_steps"]
     assert _lrs(optimizer, build_lr_scheduler(optimizer, cfg, max_steps=13), 16) == pytest.approx(ours)
+    optimizer = fresh()  # a run shorter than its warm-up: warm-up only
+    assert _lrs(optimizer, build_lr_scheduler(optimizer, cfg, max_steps=2), 2) == pytest.approx(ours[:2])
     for bad, message in ((dict(decay="linear"), "decay='linear'"), (dict(decay_steps=5), "only apply with"),
                          (dict(decay="cosine", warmup_steps=5, decay_steps=5), "decay_steps=5 must be larger"),
                          (dict(warmup=3), "unknown entries ['warmup']"),

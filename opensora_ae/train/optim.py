@@ -129,8 +129,9 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any] 
         decay_steps = cfg.pop("decay_steps", None)
         if decay_steps is None and max_steps is None:
             raise ValueError(f"config key {key}: decay='cosine' needs decay_steps (or a max_steps for the run)")
-        decay_steps = int(max_steps if decay_steps is None else decay_steps)
-        return WarmupCosineLR(optimizer, warmup, decay_steps, float(cfg.pop("min_lr_ratio", 0.0)))
+        if decay_steps is None:  # a run shorter than its warm-up (a smoke test) never reaches the cosine
+            decay_steps = max(int(max_steps), warmup + 1)
+        return WarmupCosineLR(optimizer, warmup, int(decay_steps), float(cfg.pop("min_lr_ratio", 0.0)))
     if decay != "constant":
         raise ValueError(f"config key {key}.decay={decay!r}: use one of {DECAYS}")
     if cfg:
