@@ -326,7 +326,8 @@ def build_trainables(cfg: Config, models: Models, losses: Losses, ctx: parallel.
     optimizer = build_optimizer(models.model.parameters(), cfg.get("optim", {}), "optim",
                                 no_decay_params=losses.vae.parameters())
     trainables = [Trainable("model", models.model, optimizer,
-                            build_lr_scheduler(optimizer, cfg.get("lr_scheduler"), "lr_scheduler", cfg.get("max_steps")),
+                            build_lr_scheduler(optimizer, cfg.get("lr_scheduler"), "lr_scheduler",
+                                               cfg.get("max_steps")),
                             parallel.make_grad_scaler(ctx.device, dtype), loss=losses.vae)]
     if models.discriminator is not None:
         disc_optim_cfg = cfg.get("optim_discriminator", cfg.get("optim", {}))

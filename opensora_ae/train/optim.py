@@ -14,9 +14,8 @@ a half cosine from ``lr`` down to ``min_lr_ratio * lr`` at optimizer step ``deca
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
-
 import math
+from typing import Any, Iterable, Mapping
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler
