@@ -45,6 +45,7 @@ from ..registry import DISCRIMINATORS, build
 from . import parallel
 from .checkpoint import (RunningStates, Trainable, check_checkpoint, load_checkpoint, restore_interrupted_save,
                          restore_interrupted_saves, save_checkpoint)
+from .cpu_bf16 import backward_precision
 from .ema import EMA
 from .logging import TrainLogger
 from .optim import build_lr_scheduler, build_optimizer
@@ -434,7 +435,7 @@ def train_iteration(x: torch.Tensor, models: Models, losses: Losses, trainables:
     if parallel.any_rank(not torch.isfinite(loss).item(), ctx.device):
         ae.optimizer.zero_grad(set_to_none=True)
         return None, x_rec
-    grad_norm = backward_and_step(loss, ae, float(cfg.get("grad_clip", 0) or 0))
+    grad_norm = backward_and_step(loss, ae, float(cfg.get("grad_clip", 0) or 0), ctx.device, dtype)
     overflow = not torch.isfinite(grad_norm)
     if overflow and not ae.scaler.is_enabled():
         return None, x_rec
@@ -470,8 +471,12 @@ def generator_terms(x_rec: torch.Tensor, nll: torch.Tensor, models: Models, gene
     return generator(fake_logits, nll, models.model.get_last_layer(), step)
 
 
-def backward_and_step(loss: torch.Tensor, trainable: Trainable, grad_clip: float) -> torch.Tensor:
+def backward_and_step(loss: torch.Tensor, trainable: Trainable, grad_clip: float, device: torch.device,
+                      dtype: torch.dtype) -> torch.Tensor:
     """Backward, unscale (fp16), clip, step and schedule; returns the gradient norm before clipping.
+
+    A CPU bf16 backward runs under :func:`~opensora_ae.train.cpu_bf16.backward_precision` (a oneDNN bug returns
+    garbage weight gradients for 3-D convolutions on inputs shallower than their kernel, e.g. 8-frame clips).
 
     A non-finite norm means no update (and, with fp16, a smaller loss scale). The norm is global (identical on
     every rank under DDP and FSDP2), so every rank takes the same decision - GradScaler's own per-rank check
@@ -479,7 +484,8 @@ def backward_and_step(loss: torch.Tensor, trainable: Trainable, grad_clip: float
     """
     optimizer, scaler = trainable.optimizer, trainable.scaler
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+    with backward_precision(device, dtype):
+        scaler.scale(loss).backward()
     parallel.average_gradients(trainable.loss_parameters())
     scaler.unscale_(optimizer)
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -504,7 +510,7 @@ def discriminator_iteration(x: torch.Tensor, x_rec: torch.Tensor, models: Models
         real_logits = models.discriminator_ddp(x.contiguous())
         fake_logits = models.discriminator_ddp(x_rec.contiguous())
         terms = loss_fn(real_logits, fake_logits, step)
-    disc_norm = backward_and_step(terms["total"], trainable, grad_clip)
+    disc_norm = backward_and_step(terms["total"], trainable, grad_clip, ctx.device, dtype)
     metrics = {"loss_disc": terms["disc"], "logits_real": terms["logits_real"], "logits_fake": terms["logits_fake"],
                "disc_grad_norm": disc_norm}
     if not torch.isfinite(disc_norm) and not trainable.scaler.is_enabled():  # fp16 overflow is the scaler probing
