@@ -58,10 +58,10 @@ def test_the_guard_leaves_other_convolutions_to_their_kernels():
     assert torch.equal(_bf16_weight_grad(x, weight, grad, guarded=True),
                        _bf16_weight_grad(x, weight, grad, guarded=False))
     bf16 = torch.bfloat16
-    assert is_affected_conv3d_backward(grad, x[:, :, :2].to(bf16), weight.to(bf16))
-    assert not is_affected_conv3d_backward(grad, x.to(bf16), weight.to(bf16))  # depth 4 >= 3 taps
-    assert not is_affected_conv3d_backward(grad, x[:, :, :2], weight)  # fp32
-    assert not is_affected_conv3d_backward(grad[:, :, 0], x[:, :, 0].to(bf16), weight[:, :, 0].to(bf16))  # 2-D
+    assert is_affected_conv3d_backward(x[:, :, :2].to(bf16), weight.to(bf16))
+    assert not is_affected_conv3d_backward(x.to(bf16), weight.to(bf16))  # depth 4 >= 3 taps
+    assert not is_affected_conv3d_backward(x[:, :, :2], weight)  # fp32
+    assert not is_affected_conv3d_backward(x[:, :, 0].to(bf16), weight[:, :, 0].to(bf16))  # 2-D
     for device, dtype in ((CPU, torch.float32), (CPU, torch.float16), (torch.device("cuda"), torch.bfloat16)):
         assert isinstance(backward_precision(device, dtype), contextlib.nullcontext)
 

@@ -24,7 +24,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 _CONV_BACKWARD = torch.ops.aten.convolution_backward.default
 
 
-def is_affected_conv3d_backward(grad_output: torch.Tensor, conv_input: torch.Tensor, weight: torch.Tensor) -> bool:
+def is_affected_conv3d_backward(conv_input: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether oneDNN's bf16 weight gradient for this convolution is unreliable: a CPU bf16 3-D convolution
     (weight ``C_out C_in kT kH kW``) whose input ``B C_in T H W`` has ``T`` below ``kT``."""
     return (weight.ndim == 5 and conv_input.device.type == "cpu" and torch.bfloat16 in (conv_input.dtype, weight.dtype)
@@ -37,7 +37,8 @@ class Fp32ShallowConv3dBackward(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
-        if func is not _CONV_BACKWARD or not is_affected_conv3d_backward(*args[:3]):
+        # convolution_backward(grad_output, input, weight, bias_sizes, stride, padding, ...)
+        if func is not _CONV_BACKWARD or not is_affected_conv3d_backward(args[1], args[2]):
             return func(*args, **kwargs)
         grad_output, conv_input, weight = args[:3]
         grads = func(grad_output.float(), conv_input.float(), weight.float(), *args[3:], **kwargs)
