@@ -119,6 +119,17 @@ def test_bad_files_are_skipped_with_one_warning_each(media, caplog, make_bad):
     assert any("epoch 0: 1 of 3 files skipped" in r.getMessage() for r in caplog.records)
 
 
+def test_a_clean_epoch_logs_its_count_at_debug_level_only(media, caplog):
+    with caplog.at_level(logging.DEBUG, logger="opensora_ae.data"):
+        loader, _ = build_dataloader(dict(data_path=str(media / "clips"), num_frames=4, image_size=16),
+                                     batch_size=1, drop_last=False)
+        for _ in range(2):
+            list(loader)
+    lines = [r for r in caplog.records if "files skipped" in r.getMessage()]
+    assert [r.levelno for r in lines] == [logging.DEBUG] * 2 and loader.last_epoch_skipped == 0
+    assert "0 of 2 files skipped" in lines[0].getMessage()
+
+
 def test_more_than_half_unreadable_is_an_error_naming_them(tmp_path):
     write_indexed_video(tmp_path / "good.mp4", 10)
     for name in ("x.mp4", "y.mp4"):

@@ -17,7 +17,7 @@
             x = batch["video"]              # float B C T H W in [-1, 1], one bucket per batch
             ...
             ckpt["sampler"] = sampler.state_dict(num_batches_done=step + 1)
-        # loader.last_epoch_skipped: files skipped this epoch (also logged as one line)
+        # loader.last_epoch_skipped: files skipped this epoch (also logged as one warning line when any)
 
 A batch is ``{"video": B C T H W, "path": [str], "num_frames"/"height"/"width": LongTensor[B] (source
 metadata), "fps": FloatTensor[B], "skipped": [(path, reason)], "num_skipped": int}``.
@@ -74,7 +74,9 @@ class VideoDataLoader(DataLoader):
             yield batch
         excluded = self.batch_sampler.excluded
         self.last_epoch_skipped = len(excluded) + len(failed_this_epoch - excluded.keys())
-        logger.log(logging.WARNING if self.last_epoch_skipped else logging.INFO,
+        # A clean epoch is a debug line: small datasets end an epoch every few steps (the training loop records
+        # every epoch's count in metrics.jsonl either way).
+        logger.log(logging.WARNING if self.last_epoch_skipped else logging.DEBUG,
                    "epoch %d: %d of %d files skipped (%d left out before the epoch, %d failed while reading)",
                    epoch, self.last_epoch_skipped, len(self.dataset), len(excluded), len(failed_this_epoch))
 
