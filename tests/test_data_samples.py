@@ -3,6 +3,7 @@
 import csv
 import os
 
+import av
 import numpy as np
 
 from opensora_ae.data import VideoTextDataset, probe, read_clip, read_video
@@ -27,10 +28,19 @@ def test_write_sample_dataset_splits_train_and_heldout(tmp_path):
     assert train[0]["video"].shape == (3, 5, 32, 32)
 
 
+def _pixel_format(path) -> str:
+    with av.open(str(path)) as container:
+        return container.streams.video[0].codec_context.pix_fmt
+
+
 def test_cli_writes_both_csvs(tmp_path, capsys):
     main([str(tmp_path), "--clip-frames", "4", "--short-side", "16", "--max-clips-per-video", "2"])
     assert "heldout.csv" in capsys.readouterr().out
     assert (tmp_path / "train.csv").read_text().count("\n") == 1 + len(SAMPLE_NAMES)
+    assert _pixel_format(tmp_path / "clips" / "bikes_00.mp4") == "yuv420p"  # lossy H.264, like real footage
+    main([str(tmp_path / "exact"), "--clip-frames", "4", "--short-side", "16", "--max-clips-per-video", "2",
+          "--lossless"])
+    assert _pixel_format(tmp_path / "exact" / "clips" / "bikes_00.mp4") == "gbrp"  # libx264rgb: exact RGB
 
 
 def test_lossless_sample_clips_decode_to_the_resized_source_frames(tmp_path):
