@@ -8,7 +8,9 @@ total; every row is read as one ``--image-size`` px x ``--clip-frames`` frame tr
 crop, the same ones for every path: same sampler seed) through ``build_dataloader`` at each ``--workers``
 count. Paths:
 
-* ``new``: ``transform_name="resize_crop"`` (FFmpeg resizes while converting the kept frames).
+* ``new``: ``transform_name="resize_crop"`` (FFmpeg resizes while converting the kept frames) with uint8 clips
+  mapped to [-1, 1] after the loader, in the main process, as the training loop does (there on its device).
+* ``new_float``: the same with float clips made in the workers (``video_dtype="float32"``, the dataset's default).
 * ``current``: the path before: ``transform_name="resize_crop_torch"`` (full-size RGB frames, torch resize)
   with ``read_clip(..., skip_unpicked=False)`` (every frame from the keyframe on decoded).
 * ``opensora1.2``: Open-Sora 1.2's read path, written here as a stand-in: decode the video from its start and
@@ -41,12 +43,14 @@ from opensora_ae.data import video_io
 from opensora_ae.data.datasets import VideoTextDataset
 from opensora_ae.data.loader import build_dataloader
 from opensora_ae.data.samples import sample_video_paths
-from opensora_ae.data.transforms import resize_crop
+from opensora_ae.data.transforms import resize_crop, uint8_to_model_range
 
 SIZES = {480: (480, 854), 720: (720, 1280)}
 SOURCES = ("bigbuckbunny", "bikes")
 FPS = 25
-PATHS = {"new": dict(transform_name="resize_crop"), "current": dict(target=f"{__name__}.CurrentReadDataset"),
+PATHS = {"new": dict(transform_name="resize_crop", video_dtype="uint8"),
+         "new_float": dict(transform_name="resize_crop", video_dtype="float32"),
+         "current": dict(target=f"{__name__}.CurrentReadDataset"),
          "opensora1.2": dict(target=f"{__name__}.OpenSora12ReadDataset")}
 
 
@@ -145,9 +149,12 @@ def measure(csv_path: str, path_cfg: dict, args: argparse.Namespace, workers: in
     batches = iter(loader)
     clips = 0
     for batch in batches:
-        if tuple(batch["video"].shape[1:]) != (3, args.clip_frames, args.image_size, args.image_size):
-            raise AssertionError(f"unexpected clip shape {tuple(batch['video'].shape)}")
-        clips += batch["video"].shape[0]
+        video = batch["video"]
+        if video.dtype == torch.uint8:
+            video = uint8_to_model_range(video)
+        if tuple(video.shape[1:]) != (3, args.clip_frames, args.image_size, args.image_size):
+            raise AssertionError(f"unexpected clip shape {tuple(video.shape)}")
+        clips += video.shape[0]
     del batches  # joins the workers, so their CPU time is in RUSAGE_CHILDREN
     return clips, time.perf_counter() - wall, cpu_seconds() - cpu
 

@@ -10,7 +10,7 @@ from data_utils import (frame_indices, indexed_frames, write_empty_file, write_i
                         write_truncated_video)
 from opensora_ae.data import build_dataloader
 from opensora_ae.data.datasets import SampleRequest, VideoTextDataset, collate_samples
-from opensora_ae.data.transforms import frame_interval, resize_crop, to_uint8_frames
+from opensora_ae.data.transforms import frame_interval, resize_crop, to_uint8_frames, uint8_to_model_range
 from opensora_ae.data.video_io import VideoReadError
 from opensora_ae.registry import DATASETS, build
 from PIL import Image
@@ -172,3 +172,20 @@ def test_collate_drops_failed_items():
     batch = collate_samples([good, {"video": None, "skipped": [("c", "corrupt")]}, None])
     assert batch["video"].shape == (1, 3, 1, 2, 2) and batch["num_skipped"] == 2 and batch["path"] == ["a"]
     assert collate_samples([{"video": None, "skipped": []}])["video"] is None
+
+
+@pytest.mark.parametrize("transform_name", ["resize_crop", "resize_crop_torch", "random_crop"])
+def test_uint8_clips_map_to_the_float_clips_bit_for_bit(media, transform_name):
+    cfg = dict(data_path=str(media / "clips"), num_frames=4, image_size=(12, 16), transform_name=transform_name)
+    as_float = VideoTextDataset(**cfg)
+    as_uint8 = VideoTextDataset(**cfg, video_dtype="uint8")
+    for index in range(len(as_float)):
+        request = SampleRequest(index, 4, 12, 16, seed=index)
+        expected, got = as_float[request]["video"], as_uint8[request]["video"]
+        assert got.dtype == torch.uint8 and got.shape == expected.shape == (3, 4, 12, 16) and got.is_contiguous()
+        assert torch.equal(uint8_to_model_range(got), expected)
+
+
+def test_unknown_video_dtype_is_one_line_naming_the_key(media):
+    with pytest.raises(ValueError, match=r"^dataset.video_dtype='float16': use one of 'float32', 'uint8'$"):
+        VideoTextDataset(str(media / "clips"), video_dtype="float16")

@@ -475,3 +475,28 @@ def test_channels_last_trains_like_the_default_layout(tmp_path, clips, monkeypat
     losses = {layout: [r["loss"] for r in _steps(run)] for layout, run in runs.items()}
     assert losses[True][-1] != losses[True][0]  # the run trained
     assert losses[True] == pytest.approx(losses[False], rel=1e-4)
+
+
+def test_batches_travel_as_uint8_and_train_bit_identically_to_float_batches(tmp_path, clips, monkeypatch):
+    """The loop's dataset ships uint8 clips (a quarter of the bytes through the workers) and ``batch_video`` maps
+    them to [-1, 1] on the device: the run is bit-identical to one whose dataset ships float clips, with workers."""
+    dtypes = []
+    real_batch_video = batch_video
+
+    def recording_batch_video(batch, *args, **kwargs):
+        dtypes.append(batch["video"].dtype)
+        return real_batch_video(batch, *args, **kwargs)
+
+    monkeypatch.setattr("opensora_ae.train.loop.batch_video", recording_batch_video)
+    base = dict(max_steps=2, ema_decay=None, ckpt_every=2, keep_n_latest=1, num_workers=1)
+    runs = {}
+    for dtype in ("uint8", "float32"):
+        cfg = tiny_config(clips, **base)
+        if dtype == "float32":
+            cfg["dataset"] = {**cfg["dataset"], "video_dtype": "float32"}
+        runs[dtype] = _train_in_process(tmp_path, cfg, name=dtype)
+    assert dtypes == [torch.uint8] * 2 + [torch.float32] * 2
+    weights = {dtype: load_safetensors(next(run.glob("epoch*-global_step2")) / "model.safetensors")
+               for dtype, run in runs.items()}
+    assert all(torch.equal(weights["uint8"][name], value) for name, value in weights["float32"].items())
+    assert [r["loss"] for r in _steps(runs["uint8"])] == [r["loss"] for r in _steps(runs["float32"])]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from opensora_ae.data.transforms import random_crop, resize_crop, to_model_input
+from opensora_ae.data.transforms import random_crop_frames, resize_crop_frames, to_model_input, to_model_layout
 from opensora_ae.data.video_io import read_clip
 
 CLIP_TRANSFORMS = ("resize_crop", "resize_crop_torch", "random_crop")
@@ -32,14 +32,19 @@ def check_transform_name(transform_name: str) -> None:
 
 
 def load_clip(path: str, num_frames: int, interval: int, start: int, size: tuple[int, int],
-              rng: np.random.Generator | None, transform_name: str = "resize_crop") -> torch.Tensor:
-    """Frames ``start, start + interval, ...`` of ``path`` as float ``C T H W`` in [-1, 1] of ``size = (H, W)``.
+              rng: np.random.Generator | None, transform_name: str = "resize_crop", as_uint8: bool = False
+              ) -> torch.Tensor:
+    """Frames ``start, start + interval, ...`` of ``path`` as float ``C T H W`` in [-1, 1] of ``size = (H, W)``
+    (``as_uint8``: the same clip as uint8 ``C T H W``, 0-255, for :func:`~opensora_ae.data.transforms.
+    uint8_to_model_range` to map later, e.g. on the training device).
 
     ``rng`` draws the crop offset (training); None crops at the centre.
     """
     check_transform_name(transform_name)
     if transform_name == "resize_crop_torch":
-        return resize_crop(read_clip(path, num_frames, interval, start), size[0], size[1], rng)
-    if transform_name == "random_crop":
-        return random_crop(read_clip(path, num_frames, interval, start), size[0], size[1], rng)
-    return to_model_input(read_clip(path, num_frames, interval, start, size=size, rng=rng))
+        frames = resize_crop_frames(read_clip(path, num_frames, interval, start), size[0], size[1], rng)
+    elif transform_name == "random_crop":
+        frames = random_crop_frames(read_clip(path, num_frames, interval, start), size[0], size[1], rng)
+    else:
+        frames = read_clip(path, num_frames, interval, start, size=size, rng=rng)
+    return to_model_layout(frames) if as_uint8 else to_model_input(frames)

@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 MAX_REPLACEMENTS = 16  # read attempts for one item before giving up on it
 REPLACEMENT_DRAWS = 64  # random candidates checked for one replacement
 UNREADABLE_WARNINGS = 20  # unreadable files warned about one by one; the rest in one summary line
+VIDEO_DTYPES = ("float32", "uint8")  # dataset.video_dtype
 
 
 class SampleRequest(NamedTuple):
@@ -163,13 +164,19 @@ class VideoTextDataset(Dataset):
         training: random clip start and random crop (True) or first frames and centre crop (False).
         probe_workers: processes probing files without metadata (None: ``min(8, usable cores)``; 1: in this
             process).
+        video_dtype: ``"float32"`` (``video`` in [-1, 1]) or ``"uint8"`` (the same clip as 0-255 values, a quarter
+            of the bytes through a DataLoader worker's shared memory; the training loop maps it to [-1, 1] on its
+            device with :func:`~opensora_ae.data.transforms.uint8_to_model_range`, bit-identical).
     """
 
     def __init__(self, data_path: str, num_frames: int = 17, image_size: int | Sequence[int] = (256, 256),
                  sample_rate: int = 1, fps_max: float | None = None, transform_name: str = "resize_crop",
-                 training: bool = True, probe_workers: int | None = None):
+                 training: bool = True, probe_workers: int | None = None, video_dtype: str = "float32"):
         check_transform_name(transform_name)
+        if video_dtype not in VIDEO_DTYPES:
+            raise ValueError(f"dataset.video_dtype={video_dtype!r}: use one of {', '.join(map(repr, VIDEO_DTYPES))}")
         self.transform_name = transform_name
+        self.video_dtype = video_dtype
         if num_frames < 1 or sample_rate < 1:
             raise ValueError(f"dataset.num_frames and dataset.sample_rate must be >= 1, got {num_frames}, {sample_rate}")
         self.data_path = str(data_path)
@@ -274,8 +281,9 @@ class VideoTextDataset(Dataset):
 
     def _read(self, path: str, num_frames: int, interval: int, start: int, size: tuple[int, int],
               rng: np.random.Generator | None) -> torch.Tensor:
-        """One clip as float ``C T H W`` in [-1, 1] (``transform_name`` decides where it is resized)."""
-        return load_clip(path, num_frames, interval, start, size, rng, self.transform_name)
+        """One clip ``C T H W`` as ``video_dtype`` (``transform_name`` decides where it is resized)."""
+        return load_clip(path, num_frames, interval, start, size, rng, self.transform_name,
+                         as_uint8=self.video_dtype == "uint8")
 
     def _replacement(self, request: SampleRequest, rng: np.random.Generator) -> int | None:
         """A random sample that can provide the request: the first fit of 64 random draws (O(1) in the size)."""

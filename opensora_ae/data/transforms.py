@@ -81,6 +81,12 @@ def resize_crop(frames: np.ndarray | torch.Tensor, height: int, width: int,
 
     Resizes with torch (bilinear, antialiased when shrinking) following :func:`cover_crop_plan`, then crops.
     """
+    return to_model_input(resize_crop_frames(frames, height, width, rng))
+
+
+def resize_crop_frames(frames: np.ndarray | torch.Tensor, height: int, width: int,
+                       rng: np.random.Generator | None = None) -> torch.Tensor:
+    """:func:`resize_crop` before the mapping to model input: uint8 ``T H W C`` frames of ``height x width``."""
     video = _as_tensor(frames)
     if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != torch.uint8:
         raise ValueError(f"resize_crop expects T H W 3 uint8 frames, got shape {tuple(video.shape)} {video.dtype}")
@@ -91,8 +97,7 @@ def resize_crop(frames: np.ndarray | torch.Tensor, height: int, width: int,
     if (plan.resized_h, plan.resized_w) != (src_h, src_w):
         video = F.interpolate(video, size=(plan.resized_h, plan.resized_w), mode="bilinear", align_corners=False,
                               antialias=plan.resized_h < src_h or plan.resized_w < src_w)
-    video = video[:, :, plan.top:plan.top + height, plan.left:plan.left + width]
-    return to_model_input(video.permute(0, 2, 3, 1))
+    return video[:, :, plan.top:plan.top + height, plan.left:plan.left + width].permute(0, 2, 3, 1)
 
 
 def random_crop(frames: np.ndarray | torch.Tensor, height: int, width: int,
@@ -100,21 +105,38 @@ def random_crop(frames: np.ndarray | torch.Tensor, height: int, width: int,
     """``T H W C`` uint8 -> float ``C T H W`` in [-1, 1]: a ``height x width`` window at the frames' own scale
     (offset from ``rng``, top first; the centre when None). Frames smaller than the window on either side are
     scaled to cover it first (:func:`resize_crop`)."""
+    return to_model_input(random_crop_frames(frames, height, width, rng))
+
+
+def random_crop_frames(frames: np.ndarray | torch.Tensor, height: int, width: int,
+                       rng: np.random.Generator | None = None) -> torch.Tensor:
+    """:func:`random_crop` before the mapping to model input: uint8 ``T H W C`` frames of ``height x width``."""
     video = _as_tensor(frames)
     src_h, src_w = video.shape[1:3]
     if src_h < height or src_w < width:
-        return resize_crop(video, height, width, rng)
+        return resize_crop_frames(video, height, width, rng)
     top, left = _crop_offsets(src_h - height, src_w - width, rng)
-    return to_model_input(video[:, top:top + height, left:left + width])
+    return video[:, top:top + height, left:left + width]
 
 
 def to_model_input(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     """``T H W C`` uint8 -> float ``C T H W`` in [-1, 1] (``x / 127.5 - 1``)."""
+    # Reorder the 1-byte values first, then scale in place: one float allocation, written in order.
+    return uint8_to_model_range(to_model_layout(frames))
+
+
+def to_model_layout(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """``T H W C`` uint8 -> contiguous uint8 ``C T H W`` (the model's layout, values still 0-255)."""
     video = _as_tensor(frames)
     if video.ndim != 4 or video.dtype != torch.uint8:
         raise ValueError(f"to_model_input expects T H W C uint8 frames, got shape {tuple(video.shape)} {video.dtype}")
-    # Reorder the 1-byte values first, then scale in place: one float allocation, written in order.
-    return video.permute(3, 0, 1, 2).contiguous().float().div_(127.5).sub_(1.0)
+    return video.permute(3, 0, 1, 2).contiguous()
+
+
+def uint8_to_model_range(video: torch.Tensor) -> torch.Tensor:
+    """uint8 values (any shape, layout or device) -> float32 in [-1, 1]: ``x / 127.5 - 1``, the same bits on every
+    device (one IEEE division and subtraction per value). Memory format is kept."""
+    return video.float().div_(127.5).sub_(1.0)
 
 
 def _as_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
