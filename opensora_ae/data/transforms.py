@@ -129,7 +129,7 @@ def to_model_layout(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     """``T H W C`` uint8 -> contiguous uint8 ``C T H W`` (the model's layout, values still 0-255)."""
     video = _as_tensor(frames)
     if video.ndim != 4 or video.dtype != torch.uint8:
-        raise ValueError(f"to_model_input expects T H W C uint8 frames, got shape {tuple(video.shape)} {video.dtype}")
+        raise ValueError(f"model input is made from T H W C uint8 frames, got shape {tuple(video.shape)} {video.dtype}")
     return video.permute(3, 0, 1, 2).contiguous()
 
 

@@ -42,7 +42,7 @@ from ..data.transforms import uint8_to_model_range
 from ..losses import DiscriminatorLoss, GeneratorLoss, VAELoss, lpips_backbone_available
 from ..models import build_model, resolve_model_class
 from ..models.base import channels_last
-from ..registry import DISCRIMINATORS, build
+from ..registry import DATASETS, DISCRIMINATORS, build, component_class, init_parameters
 from . import parallel
 from .checkpoint import (RunningStates, Trainable, check_checkpoint, load_checkpoint, restore_interrupted_save,
                          restore_interrupted_saves, save_checkpoint)
@@ -349,7 +349,7 @@ def build_data(cfg: Config, ctx: parallel.DistContext) -> tuple[Any, Any]:
     if cfg.get("random_length_rule", "any") not in RANDOM_LENGTH_RULES:
         raise ValueError(f"config key random_length_rule={cfg.random_length_rule!r}: use one of {RANDOM_LENGTH_RULES}")
     dataset_cfg = dict(cfg.dataset)
-    if "target" not in dataset_cfg and dataset_cfg.get("type", "video_text") in ("video_text", "video"):
+    if "video_dtype" in (init_parameters(component_class({"type": "video_text", **dataset_cfg}, DATASETS)) or {}):
         # uint8 clips: a quarter of the bytes through the workers' shared memory (65 -> 17 ms of CPU per 32-frame
         # 256 px clip); batch_video maps them to [-1, 1] on the training device.
         dataset_cfg.setdefault("video_dtype", "uint8")
