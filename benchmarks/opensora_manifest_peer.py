@@ -28,9 +28,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from opensora_ae.data.buckets import aspect_ratio_sizes, num_pixels, ratio_value
-
-MIN_PIXEL_FRACTION = 0.8
+from opensora_ae.data.buckets import MIN_PIXEL_FRACTION, aspect_ratio_sizes, num_pixels, ratio_value
 
 
 def read_rows(path: str) -> list[dict[str, Any]]:
