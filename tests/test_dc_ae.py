@@ -179,3 +179,43 @@ def test_saved_config_holds_the_architecture_resolved_from_model_name(tmp_path):
     assert saved["width_list"] == [8, 8, 16, 16, 32, 32] and saved["latent_channels"] == 16
     rebuilt = VideoDCAE(**{k: v for k, v in saved.items() if k not in ("type", "model_name")})
     assert rebuilt.config == {**model.config, "model_name": None}
+
+
+def test_first_stage_of_depth_zero_is_folded_into_the_projections():
+    """A depth-0 first stage (the image DC-AE f32c32-in-1.0 layout): the encoder is a stride-2 conv straight to
+    width_list[1], then stages 1+; the decoder ends in RMSNorm -> ReLU -> nearest 2x upsample -> conv. Checked
+    against those ops written out with torch.nn.functional on the model's own weights."""
+    import torch.nn.functional as F
+
+    model = tiny(encoder_depth_list=(0, 1, 1, 1), decoder_depth_list=(0, 1, 1, 1)).eval()
+    keys = set(model.state_dict())
+    assert model.state_dict()["encoder.project_in.conv.weight"].shape == (8, 3, 3, 3, 3)
+    assert model.state_dict()["decoder.project_out.op_list.2.conv.conv.weight"].shape == (3, 8, 3, 3, 3)
+    assert not any(key.startswith(("encoder.stages.0.", "decoder.stages.0.")) for key in keys)
+    assert model.get_last_layer() is model.decoder.project_out.op_list[2].conv.conv.weight
+    x = torch.rand(1, 3, 8, 16, 16) * 2 - 1
+    encoder, decoder = model.encoder, model.decoder
+    with torch.no_grad():
+        h = F.conv3d(x, encoder.project_in.conv.weight, encoder.project_in.conv.bias, stride=(1, 2, 2), padding=1)
+        for stage in encoder.stages[1:]:
+            h = stage(h)
+        torch.testing.assert_close(model.encode(x), encoder.project_out(h), rtol=0, atol=0)
+        z = model.encode(x)
+        assert z.shape == (1, 4, 2, 2, 2)
+        h = decoder.project_in(z)
+        for stage in reversed(decoder.stages[1:]):
+            h = stage(h)
+        norm, head = decoder.project_out.op_list[0], decoder.project_out.op_list[2].conv.conv
+        h = F.relu(norm(h))
+        expected = F.conv3d(F.interpolate(h, scale_factor=(1, 2, 2), mode="nearest"), head.weight, head.bias,
+                            padding=1)
+        torch.testing.assert_close(model.decode(z), expected, rtol=0, atol=0)
+    assert model.decode(z).shape == x.shape
+
+
+def test_only_the_first_stage_may_have_depth_zero():
+    with pytest.raises(ValueError, match=r"decoder_depth_list=\[1, 0, 1, 1\]: every stage but the first"):
+        tiny(decoder_depth_list=(1, 0, 1, 1))
+    encoder_only = tiny(encoder_depth_list=(0, 1, 1, 1)).eval()  # each side folds its own first stage
+    with torch.no_grad():
+        assert encoder_only(torch.rand(1, 3, 8, 16, 16))[0].shape == (1, 3, 8, 16, 16)

@@ -217,6 +217,11 @@ class InterpolateConv(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=scale, mode="nearest"))
 
 
+def _stride(temporal: bool) -> tuple[int, int, int]:
+    """A downsample's stride: 2x in space, and in time when ``temporal``."""
+    return (2, 2, 2) if temporal else (1, 2, 2)
+
+
 def _checkpoint_units(*units: nn.Module) -> None:
     """Give the encoder's/decoder's top-level units (projections, stages) the activation checkpointing flag."""
     for unit in units:
@@ -238,13 +243,16 @@ class DCAEEncoder(nn.Module):
         eps: float,
     ) -> None:
         super().__init__()
-        self.project_in = ConvLayer(in_channels, width_list[0], 3, bias=True)
+        if depth_list[0] > 0:
+            self.project_in = ConvLayer(in_channels, width_list[0], 3, bias=True)
+        else:  # no first stage: project_in is its downsample, a strided conv without shortcut (image DC-AE f32c32)
+            self.project_in = ConvLayer(in_channels, width_list[1], 3, stride=_stride(temporal_downsample[0]))
         stages = []
         for index, (width, depth, block_type) in enumerate(zip(width_list, depth_list, block_types)):
             ops = [build_block(block_type, width, head_dim, eps) for _ in range(depth)]
-            if index < len(width_list) - 1:
+            if index < len(width_list) - 1 and depth > 0:
                 temporal = temporal_downsample[index]
-                stride = (2, 2, 2) if temporal else (1, 2, 2)
+                stride = _stride(temporal)
                 next_width = width_list[index + 1]
                 ops.append(
                     Residual(
@@ -289,7 +297,7 @@ class DCAEDecoder(nn.Module):
         stages = []
         for index, (width, depth, block_type) in enumerate(zip(width_list, depth_list, block_types)):
             ops: list[nn.Module] = []
-            if index < len(width_list) - 1:
+            if index < len(width_list) - 1 and depth > 0:
                 temporal = temporal_upsample[index]
                 previous_width = width_list[index + 1]
                 ops.append(
@@ -301,9 +309,12 @@ class DCAEDecoder(nn.Module):
             ops.extend(build_block(block_type, width, head_dim, eps) for _ in range(depth))
             stages.append(OpSequence(ops))
         self.stages = nn.ModuleList(stages)
-        self.project_out = OpSequence(
-            [ChannelRMSNorm(width_list[0], eps), nn.ReLU(), ConvLayer(width_list[0], out_channels, 3, bias=True)]
-        )
+        if depth_list[0] > 0:
+            head: nn.Module = ConvLayer(width_list[0], out_channels, 3, bias=True)
+        else:  # no first stage: the head is its upsample, without shortcut
+            head = InterpolateConv(width_list[1], out_channels, temporal_upsample[0])
+        head_width = width_list[0] if depth_list[0] > 0 else width_list[1]
+        self.project_out = OpSequence([ChannelRMSNorm(head_width, eps), nn.ReLU(), head])
         _checkpoint_units(self.project_in, *self.stages, self.project_out)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -346,7 +357,9 @@ class VideoDCAE(PretrainedMixin, VideoAutoencoder):
         in_channels: pixel channels.
         latent_channels: latent channels.
         width_list: stage widths (6 stages -> 32x spatial compression).
-        encoder_depth_list, decoder_depth_list: blocks per stage (each >= 1).
+        encoder_depth_list, decoder_depth_list: blocks per stage (each >= 1, but the first may be 0: then
+            ``project_in`` is a strided conv to ``width_list[1]`` and the decoder's head upsamples from it, as in the
+            image DC-AE ``dc-ae-f32c32-in-1.0``).
         encoder_block_types, decoder_block_types: per stage, ``ResBlock`` / ``EViTS5_GLU`` / ``EViT_GLU``.
         temporal_downsample: per stage, whether the encoder's downsample also halves time.
         temporal_upsample: per stage, whether the decoder's upsample doubles time (default: as downsample).
@@ -393,8 +406,11 @@ class VideoDCAE(PretrainedMixin, VideoAutoencoder):
         stages = len(width_list)
         encoder_depths = _as_tuple("encoder_depth_list", pick("encoder_depth_list", encoder_depth_list), stages)
         decoder_depths = _as_tuple("decoder_depth_list", pick("decoder_depth_list", decoder_depth_list), stages)
-        if min(encoder_depths + decoder_depths) < 1:
-            raise ValueError("dc_ae: every stage needs depth >= 1 (depth-0 stages are an image-only DC-AE option)")
+        if min(encoder_depths[1:] + decoder_depths[1:]) < 1:
+            raise ValueError(
+                f"dc_ae: encoder_depth_list={list(encoder_depths)} / decoder_depth_list={list(decoder_depths)}: every "
+                f"stage but the first needs depth >= 1 (a first stage of depth 0 is folded into project_in/out)"
+            )
         down = _as_tuple("temporal_downsample", pick("temporal_downsample", temporal_downsample), stages)
         up = _as_tuple("temporal_upsample", down if temporal_upsample is None else temporal_upsample, stages)
         self.in_channels = in_channels
@@ -475,7 +491,8 @@ class VideoDCAE(PretrainedMixin, VideoAutoencoder):
         return self.tiler.decode(self.unscale_latent(z), self.decoder)
 
     def get_last_layer(self) -> torch.Tensor:
-        return self.decoder.project_out.op_list[2].conv.weight
+        head = self.decoder.project_out.op_list[2]
+        return (head.conv if isinstance(head, InterpolateConv) else head).conv.weight
 
     @classmethod
     def checkpoint_hint(cls, state_dict: dict[str, torch.Tensor]) -> str | None:

@@ -28,4 +28,4 @@ vae_loss_config = dict(
     kl_loss_weight=0.0,
 )
 
-max_steps = 450
+max_steps = 1400
