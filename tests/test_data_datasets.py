@@ -166,25 +166,6 @@ def test_failure_at_read_time_is_replaced_and_reported_in_the_main_process(media
     assert len([r for r in caplog.records if "skipping unreadable" in r.getMessage()]) == 1
 
 
-def test_workers_persist_across_epochs_and_follow_the_sampler(media):
-    """One worker process serves every epoch (restarting them per epoch re-pickled the dataset each time); the
-    epochs still shuffle as with no workers."""
-    for name in "cdef":
-        write_indexed_video(media / "clips" / f"{name}.mp4", 10)
-    cfg = dict(data_path=str(media / "clips"), num_frames=8, image_size=16)
-    plain, plain_sampler = build_dataloader(cfg, batch_size=1, seed=3)
-    loader, sampler = build_dataloader(cfg, batch_size=1, seed=3, num_workers=1)
-    epochs, plain_epochs, iterators = [], [], []
-    for epoch in range(3):
-        sampler.set_epoch(epoch)
-        plain_sampler.set_epoch(epoch)
-        epochs.append([b["path"] for b in loader])
-        plain_epochs.append([b["path"] for b in plain])
-        iterators.append(loader._iterator)  # torch keeps one worker pool here when persistent_workers=True
-    assert loader.persistent_workers and epochs == plain_epochs and len({id(i) for i in iterators}) == 1
-    assert len({tuple(map(tuple, e)) for e in epochs}) > 1  # the sampler still reshuffles each epoch
-
-
 def test_collate_drops_failed_items():
     good = {"video": torch.zeros(3, 1, 2, 2), "path": "a", "num_frames": 5, "height": 2, "width": 2, "fps": 24.0,
             "skipped": [("b", "corrupt")]}

@@ -135,12 +135,7 @@ def build_dataloader(dataset_cfg: dict, *, batch_size: int = 1, bucket_config: d
                                  rank=rank, world_size=world_size, shuffle=shuffle, drop_last=drop_last,
                                  mixed_strategy=mixed_strategy, mixed_image_ratio=mixed_image_ratio)
     extra: dict[str, Any] = {}
-    if num_workers > 0:
-        # Workers live for the whole run: restarting them every epoch re-pickles the dataset into each one, which
-        # for a small dataset (one step an epoch) made every step 3x slower. The sampler stays in this process, so
-        # set_epoch still reaches it.
-        extra["persistent_workers"] = True
-        if prefetch_factor is not None:
-            extra["prefetch_factor"] = prefetch_factor
+    if num_workers > 0 and prefetch_factor is not None:
+        extra["prefetch_factor"] = prefetch_factor
     loader = VideoDataLoader(dataset, sampler, num_workers=num_workers, pin_memory=pin_memory, **extra)
     return loader, sampler
