@@ -310,10 +310,9 @@ class DCAEDecoder(nn.Module):
             stages.append(OpSequence(ops))
         self.stages = nn.ModuleList(stages)
         if depth_list[0] > 0:
-            head: nn.Module = ConvLayer(width_list[0], out_channels, 3, bias=True)
+            head_width, head = width_list[0], ConvLayer(width_list[0], out_channels, 3, bias=True)
         else:  # no first stage: the head is its upsample, without shortcut
-            head = InterpolateConv(width_list[1], out_channels, temporal_upsample[0])
-        head_width = width_list[0] if depth_list[0] > 0 else width_list[1]
+            head_width, head = width_list[1], InterpolateConv(width_list[1], out_channels, temporal_upsample[0])
         self.project_out = OpSequence([ChannelRMSNorm(head_width, eps), nn.ReLU(), head])
         _checkpoint_units(self.project_in, *self.stages, self.project_out)
 
