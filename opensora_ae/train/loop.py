@@ -109,9 +109,12 @@ def train(cfg: Config) -> Path:
     """Run the training ``cfg`` describes; returns the run directory. Works under torchrun or single-process."""
     ctx = parallel.init_distributed(cfg.get("device", "auto"))
     try:
-        return _train(cfg, ctx)
-    finally:
-        parallel.destroy_distributed()
+        run_dir = _train(cfg, ctx)
+    except BaseException:
+        parallel.destroy_distributed()  # no barrier: the other ranks may be stuck in a collective
+        raise
+    parallel.finish_distributed()
+    return run_dir
 
 
 def _train(cfg: Config, ctx: parallel.DistContext) -> Path:

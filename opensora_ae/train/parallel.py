@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -75,6 +76,19 @@ def init_distributed(device: str = "auto", timeout_minutes: int = 30) -> DistCon
 def destroy_distributed() -> None:
     """Leave the process group (no-op single-process)."""
     if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def finish_distributed() -> None:
+    """Leave the process group after a run that ended the same way on every rank.
+
+    Garbage still holding the group (wrapped modules in reference cycles) is freed while the group is alive, and no
+    rank shuts gloo down while another still uses it: one rank's early shutdown could abort its peer at exit
+    ("terminate called without an active exception"), turning a finished run into a failed launch.
+    """
+    if dist.is_initialized():
+        gc.collect()
+        dist.barrier()
         dist.destroy_process_group()
 
 
