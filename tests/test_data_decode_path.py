@@ -9,11 +9,12 @@ import torch
 from PIL import Image
 
 from data_utils import frame_indices, write_indexed_video
-from opensora_ae.data.clips import load_clip
+from opensora_ae.data import clips
+from opensora_ae.data.clips import DecodedVideoCache, cut_clip, load_clip
 from opensora_ae.data.datasets import SampleRequest, VideoTextDataset
 from opensora_ae.data.samples import sample_video_paths
 from opensora_ae.data.transforms import cover_crop_plan, resize_crop, to_model_input
-from opensora_ae.data.video_io import probe, read_clip, read_video
+from opensora_ae.data.video_io import ClipTooShortError, probe, read_clip, read_video
 
 # Mean absolute difference between the two resize paths, in uint8 levels (docs/data.md, "Decode path").
 RESIZE_TOLERANCE = 3.0
@@ -117,6 +118,51 @@ def test_random_crop_is_a_window_of_the_source_at_its_own_scale(indexed_video):
     assert torch.equal(covered, load_clip(str(indexed_video), 6, 1, 10, (64, 64), None, "resize_crop_torch"))
     dataset = VideoTextDataset(str(indexed_video), num_frames=6, image_size=(16, 24), transform_name="random_crop")
     assert dataset[SampleRequest(0, 6, 16, 24, seed=3)]["video"].shape == (3, 6, 16, 24)
+
+
+@pytest.mark.parametrize("transform_name", ["random_crop", "resize_crop_torch"])
+def test_clips_cut_from_a_cached_decoded_video_equal_clips_read_from_the_file(indexed_video, transform_name):
+    video = read_video(indexed_video)
+    for start, interval, as_uint8 in [(0, 1, False), (10, 1, True), (33, 3, False), (96 - 6 * 5 - 1, 6, True)]:
+        for seed in (None, 0, 7):
+            def rng():
+                return None if seed is None else np.random.default_rng(seed)  # None: the centre crop
+            read = load_clip(str(indexed_video), 6, interval, start, (16, 24), rng(), transform_name, as_uint8)
+            cut = cut_clip(video, str(indexed_video), 6, interval, start, (16, 24), rng(), transform_name, as_uint8)
+            assert torch.equal(read, cut), (start, interval, seed)
+    with pytest.raises(ClipTooShortError, match="indexed.mp4 is too short.*frame 99"):
+        cut_clip(video, str(indexed_video), 6, 3, 84, (16, 24), None, transform_name)
+    with pytest.raises(ValueError, match="'resize_crop' resizes while decoding"):
+        cut_clip(video, str(indexed_video), 6, 1, 0, (16, 24), None, "resize_crop")
+
+
+def test_decoded_cache_decodes_each_video_once_within_its_budget(indexed_video, tmp_path, monkeypatch):
+    small = tmp_path / "small.mp4"
+    write_indexed_video(small, 8, height=48, width=80)
+    decoded = []
+    monkeypatch.setattr(clips, "read_video", lambda path: decoded.append(path) or read_video(path))
+    one_video = 96 * 48 * 80 * 3
+    cache = DecodedVideoCache(max_bytes=one_video + 8 * 48 * 80 * 3)
+    for _ in range(3):
+        assert cache.get(str(indexed_video)).shape == (96, 48, 80, 3)
+        assert cache.get(str(small)).shape == (8, 48, 80, 3)
+    assert decoded == [str(indexed_video), str(small)] and cache.bytes == cache.max_bytes
+    over = tmp_path / "over.mp4"
+    write_indexed_video(over, 4, height=48, width=80)
+    assert np.array_equal(cache.get(str(over)), read_video(over)) and str(over) not in cache.videos  # past the budget
+    assert cache.bytes == cache.max_bytes
+
+
+def test_dataset_with_a_decoded_cache_gives_the_same_items(indexed_video):
+    kwargs = dict(num_frames=6, image_size=(16, 24), transform_name="random_crop", sample_rate=2)
+    plain = VideoTextDataset(str(indexed_video), **kwargs)
+    cached = VideoTextDataset(str(indexed_video), decoded_cache_mib=16, **kwargs)
+    for seed in range(5):
+        request = SampleRequest(0, 6, 16, 24, seed=seed)
+        assert torch.equal(plain[request]["video"], cached[request]["video"]), seed
+    assert list(cached.decoded.videos) == [str(indexed_video)]
+    with pytest.raises(ValueError, match="decoded_cache_mib needs dataset.transform_name.*'resize_crop'"):
+        VideoTextDataset(str(indexed_video), decoded_cache_mib=16, transform_name="resize_crop")
 
 
 def test_image_resize_in_the_decoder(tmp_path):

@@ -11,6 +11,10 @@ resize filter (docs/data.md, "Decode path"):
 
 ``"random_crop"`` keeps the source's scale instead: a window of ``size`` at a random offset (centre at inference),
 as image-codec training does; frames smaller than the window are scaled to cover it first.
+
+:class:`DecodedVideoCache` keeps whole decoded videos in memory for datasets that fit in RAM: :func:`cut_clip`
+then cuts the same clip as :func:`load_clip` from the cached frames, for the two transforms that resize after
+decoding.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ import numpy as np
 import torch
 
 from opensora_ae.data.transforms import random_crop_frames, resize_crop_frames, to_model_input, to_model_layout
-from opensora_ae.data.video_io import read_clip
+from opensora_ae.data.video_io import ClipTooShortError, read_clip, read_video
 
 CLIP_TRANSFORMS = ("resize_crop", "resize_crop_torch", "random_crop")
+# The transforms whose input is the decoded full-size frames, so a clip can be cut from cached frames.
+CACHEABLE_TRANSFORMS = ("resize_crop_torch", "random_crop")
 
 
 def check_transform_name(transform_name: str) -> None:
@@ -41,10 +47,51 @@ def load_clip(path: str, num_frames: int, interval: int, start: int, size: tuple
     ``rng`` draws the crop offset (training); None crops at the centre.
     """
     check_transform_name(transform_name)
-    if transform_name == "resize_crop_torch":
-        frames = resize_crop_frames(read_clip(path, num_frames, interval, start), size[0], size[1], rng)
-    elif transform_name == "random_crop":
-        frames = random_crop_frames(read_clip(path, num_frames, interval, start), size[0], size[1], rng)
-    else:
+    if transform_name == "resize_crop":
         frames = read_clip(path, num_frames, interval, start, size=size, rng=rng)
+        return to_model_layout(frames) if as_uint8 else to_model_input(frames)
+    return _transform(read_clip(path, num_frames, interval, start), size, rng, transform_name, as_uint8)
+
+
+def cut_clip(video: np.ndarray, path: str, num_frames: int, interval: int, start: int, size: tuple[int, int],
+             rng: np.random.Generator | None, transform_name: str, as_uint8: bool = False) -> torch.Tensor:
+    """:func:`load_clip` from ``video``, every decoded ``T H W C`` uint8 frame of ``path`` (upright): the same
+    clip for a constant-frame-rate video, for the :data:`CACHEABLE_TRANSFORMS`."""
+    if transform_name not in CACHEABLE_TRANSFORMS:
+        raise ValueError(f"cut_clip: transform_name {transform_name!r} resizes while decoding; use one of "
+                         f"{CACHEABLE_TRANSFORMS}")
+    frames = video[start:start + (num_frames - 1) * interval + 1:interval]
+    if len(frames) < num_frames:
+        raise ClipTooShortError(f"video {path} is too short: clip needs frame {start + (num_frames - 1) * interval} "
+                                f"(num_frames={num_frames}, interval={interval}, start={start}), it has {len(video)}")
+    return _transform(frames, size, rng, transform_name, as_uint8)
+
+
+def _transform(frames: np.ndarray, size: tuple[int, int], rng: np.random.Generator | None, transform_name: str,
+               as_uint8: bool) -> torch.Tensor:
+    """Full-size ``T H W C`` uint8 frames -> the clip of ``size`` in the model's layout."""
+    crop = resize_crop_frames if transform_name == "resize_crop_torch" else random_crop_frames
+    frames = crop(frames, size[0], size[1], rng)
     return to_model_layout(frames) if as_uint8 else to_model_input(frames)
+
+
+class DecodedVideoCache:
+    """Whole decoded videos (``T H W C`` uint8) by path, filled on first use up to ``max_bytes``.
+
+    Each process holds its own (DataLoader workers each fill theirs). A video that would pass ``max_bytes`` is
+    decoded and returned but not kept, so memory stays bounded and clips stay the same.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.videos: dict[str, np.ndarray] = {}
+        self.bytes = 0
+
+    def get(self, path: str) -> np.ndarray:
+        video = self.videos.get(path)
+        if video is None:
+            video = read_video(path)
+            if self.bytes + video.nbytes <= self.max_bytes:
+                self.videos[path] = video
+                self.bytes += video.nbytes
+        return video

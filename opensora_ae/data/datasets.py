@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from opensora_ae.data.clips import check_transform_name, load_clip
+from opensora_ae.data.clips import CACHEABLE_TRANSFORMS, DecodedVideoCache, check_transform_name, cut_clip, load_clip
 from opensora_ae.data.manifest import InfoColumns, PathTable, read_csv_manifest
 from opensora_ae.data.probing import csv_key, load_probe_cache, probe_files, save_probe_cache
 from opensora_ae.data.transforms import clip_start, frame_interval, frames_needed
@@ -167,12 +167,21 @@ class VideoTextDataset(Dataset):
         video_dtype: ``"float32"`` (``video`` in [-1, 1]) or ``"uint8"`` (the same clip as 0-255 values, a quarter
             of the bytes through a DataLoader worker's shared memory; the training loop maps it to [-1, 1] on its
             device with :func:`~opensora_ae.data.transforms.uint8_to_model_range`, bit-identical).
+        decoded_cache_mib: keep up to this many MiB of whole decoded videos in memory per process (each
+            DataLoader worker has its own) and cut later clips of them from memory, the same clips; for datasets
+            that fit in RAM, where decoding would be most of a step. 0 (default) decodes every clip from its file.
+            Needs ``transform_name`` ``"random_crop"`` or ``"resize_crop_torch"``.
     """
 
     def __init__(self, data_path: str, num_frames: int = 17, image_size: int | Sequence[int] = (256, 256),
                  sample_rate: int = 1, fps_max: float | None = None, transform_name: str = "resize_crop",
-                 training: bool = True, probe_workers: int | None = None, video_dtype: str = "float32"):
+                 training: bool = True, probe_workers: int | None = None, video_dtype: str = "float32",
+                 decoded_cache_mib: float = 0):
         check_transform_name(transform_name)
+        if decoded_cache_mib and transform_name not in CACHEABLE_TRANSFORMS:
+            raise ValueError(f"dataset.decoded_cache_mib needs dataset.transform_name in {CACHEABLE_TRANSFORMS} "
+                             f"(got {transform_name!r}, which resizes while decoding); or set decoded_cache_mib=0")
+        self.decoded = DecodedVideoCache(int(decoded_cache_mib * 2**20)) if decoded_cache_mib > 0 else None
         if video_dtype not in VIDEO_DTYPES:
             raise ValueError(f"dataset.video_dtype={video_dtype!r}: use one of {', '.join(map(repr, VIDEO_DTYPES))}")
         self.transform_name = transform_name
@@ -282,8 +291,11 @@ class VideoTextDataset(Dataset):
     def _read(self, path: str, num_frames: int, interval: int, start: int, size: tuple[int, int],
               rng: np.random.Generator | None) -> torch.Tensor:
         """One clip ``C T H W`` as ``video_dtype`` (``transform_name`` decides where it is resized)."""
-        return load_clip(path, num_frames, interval, start, size, rng, self.transform_name,
-                         as_uint8=self.video_dtype == "uint8")
+        as_uint8 = self.video_dtype == "uint8"
+        if self.decoded is not None:
+            return cut_clip(self.decoded.get(path), path, num_frames, interval, start, size, rng,
+                            self.transform_name, as_uint8)
+        return load_clip(path, num_frames, interval, start, size, rng, self.transform_name, as_uint8=as_uint8)
 
     def _replacement(self, request: SampleRequest, rng: np.random.Generator) -> int | None:
         """A random sample that can provide the request: the first fit of 64 random draws (O(1) in the size)."""
