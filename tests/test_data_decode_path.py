@@ -149,8 +149,9 @@ def test_decoded_cache_decodes_each_video_once_within_its_budget(indexed_video, 
     assert decoded == [str(indexed_video), str(small)] and cache.bytes == cache.max_bytes
     over = tmp_path / "over.mp4"
     write_indexed_video(over, 4, height=48, width=80)
-    assert np.array_equal(cache.get(str(over)), read_video(over)) and str(over) not in cache.videos  # past the budget
-    assert cache.bytes == cache.max_bytes
+    for _ in range(2):  # past the budget: decoded once, then its clips come from the file
+        assert cache.get(str(over)) is None and str(over) not in cache.videos
+    assert decoded == [str(indexed_video), str(small), str(over)] and cache.bytes == cache.max_bytes
 
 
 def test_dataset_with_a_decoded_cache_gives_the_same_items(indexed_video):
@@ -161,6 +162,11 @@ def test_dataset_with_a_decoded_cache_gives_the_same_items(indexed_video):
         request = SampleRequest(0, 6, 16, 24, seed=seed)
         assert torch.equal(plain[request]["video"], cached[request]["video"]), seed
     assert list(cached.decoded.videos) == [str(indexed_video)]
+    tight = VideoTextDataset(str(indexed_video), decoded_cache_mib=0.01, **kwargs)  # the video does not fit
+    for seed in range(3):
+        request = SampleRequest(0, 6, 16, 24, seed=seed)
+        assert torch.equal(plain[request]["video"], tight[request]["video"]), seed
+    assert not tight.decoded.videos and tight.decoded.too_large == {str(indexed_video)}
     with pytest.raises(ValueError, match="decoded_cache_mib needs dataset.transform_name.*'resize_crop'"):
         VideoTextDataset(str(indexed_video), decoded_cache_mib=16, transform_name="resize_crop")
 

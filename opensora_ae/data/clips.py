@@ -22,7 +22,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from opensora_ae.data.transforms import random_crop_frames, resize_crop_frames, to_model_input, to_model_layout
+from opensora_ae.data.transforms import (frames_needed, random_crop_frames, resize_crop_frames, to_model_input,
+                                         to_model_layout)
 from opensora_ae.data.video_io import ClipTooShortError, read_clip, read_video
 
 CLIP_TRANSFORMS = ("resize_crop", "resize_crop_torch", "random_crop")
@@ -48,8 +49,7 @@ def load_clip(path: str, num_frames: int, interval: int, start: int, size: tuple
     """
     check_transform_name(transform_name)
     if transform_name == "resize_crop":
-        frames = read_clip(path, num_frames, interval, start, size=size, rng=rng)
-        return to_model_layout(frames) if as_uint8 else to_model_input(frames)
+        return _model_clip(read_clip(path, num_frames, interval, start, size=size, rng=rng), as_uint8)
     return _transform(read_clip(path, num_frames, interval, start), size, rng, transform_name, as_uint8)
 
 
@@ -60,9 +60,10 @@ def cut_clip(video: np.ndarray, path: str, num_frames: int, interval: int, start
     if transform_name not in CACHEABLE_TRANSFORMS:
         raise ValueError(f"cut_clip: transform_name {transform_name!r} resizes while decoding; use one of "
                          f"{CACHEABLE_TRANSFORMS}")
-    frames = video[start:start + (num_frames - 1) * interval + 1:interval]
+    end = start + frames_needed(num_frames, interval)
+    frames = video[start:end:interval]
     if len(frames) < num_frames:
-        raise ClipTooShortError(f"video {path} is too short: clip needs frame {start + (num_frames - 1) * interval} "
+        raise ClipTooShortError(f"video {path} is too short: clip needs frame {end - 1} "
                                 f"(num_frames={num_frames}, interval={interval}, start={start}), it has {len(video)}")
     return _transform(frames, size, rng, transform_name, as_uint8)
 
@@ -71,7 +72,11 @@ def _transform(frames: np.ndarray, size: tuple[int, int], rng: np.random.Generat
                as_uint8: bool) -> torch.Tensor:
     """Full-size ``T H W C`` uint8 frames -> the clip of ``size`` in the model's layout."""
     crop = resize_crop_frames if transform_name == "resize_crop_torch" else random_crop_frames
-    frames = crop(frames, size[0], size[1], rng)
+    return _model_clip(crop(frames, size[0], size[1], rng), as_uint8)
+
+
+def _model_clip(frames: np.ndarray | torch.Tensor, as_uint8: bool) -> torch.Tensor:
+    """``T H W C`` uint8 -> ``C T H W``: uint8 0-255 (``as_uint8``) or float in [-1, 1]."""
     return to_model_layout(frames) if as_uint8 else to_model_input(frames)
 
 
@@ -79,19 +84,24 @@ class DecodedVideoCache:
     """Whole decoded videos (``T H W C`` uint8) by path, filled on first use up to ``max_bytes``.
 
     Each process holds its own (DataLoader workers each fill theirs). A video that would pass ``max_bytes`` is
-    decoded and returned but not kept, so memory stays bounded and clips stay the same.
+    decoded once, not kept and remembered as too large: its clips are then read from the file as without the
+    cache (decoding only up to each clip, not the whole video every time), so memory stays bounded.
     """
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
         self.videos: dict[str, np.ndarray] = {}
+        self.too_large: set[str] = set()
         self.bytes = 0
 
-    def get(self, path: str) -> np.ndarray:
+    def get(self, path: str) -> np.ndarray | None:
+        """Every decoded frame of ``path``, or None when the video does not fit (read the clip from the file)."""
         video = self.videos.get(path)
-        if video is None:
+        if video is None and path not in self.too_large:
             video = read_video(path)
-            if self.bytes + video.nbytes <= self.max_bytes:
-                self.videos[path] = video
-                self.bytes += video.nbytes
+            if self.bytes + video.nbytes > self.max_bytes:
+                self.too_large.add(path)
+                return None
+            self.videos[path] = video
+            self.bytes += video.nbytes
         return video

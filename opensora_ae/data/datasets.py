@@ -292,9 +292,9 @@ class VideoTextDataset(Dataset):
               rng: np.random.Generator | None) -> torch.Tensor:
         """One clip ``C T H W`` as ``video_dtype`` (``transform_name`` decides where it is resized)."""
         as_uint8 = self.video_dtype == "uint8"
-        if self.decoded is not None:
-            return cut_clip(self.decoded.get(path), path, num_frames, interval, start, size, rng,
-                            self.transform_name, as_uint8)
+        video = self.decoded.get(path) if self.decoded is not None else None
+        if video is not None:
+            return cut_clip(video, path, num_frames, interval, start, size, rng, self.transform_name, as_uint8)
         return load_clip(path, num_frames, interval, start, size, rng, self.transform_name, as_uint8=as_uint8)
 
     def _replacement(self, request: SampleRequest, rng: np.random.Generator) -> int | None:
